@@ -1,0 +1,1 @@
+"""vdimport local mode: an OCI API emulator and the tooling that runs the pipeline on one machine."""

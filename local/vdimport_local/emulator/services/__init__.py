@@ -1,0 +1,19 @@
+"""One module per emulated OCI service, each with its routes on a :class:`Service`."""
+
+from __future__ import annotations
+
+from ..routing import Service
+
+
+def all_services() -> list[Service]:
+    from . import admin, blockstorage, compute, identity, instanceagent, objectstorage, secrets
+
+    return [
+        admin.service,
+        objectstorage.service,
+        identity.service,
+        compute.service,
+        blockstorage.service,
+        instanceagent.service,
+        secrets.service,
+    ]

@@ -1,0 +1,5 @@
+"""blockstorage (to be written)."""
+
+from ..routing import Service
+
+service = Service("blockstorage")

@@ -1,0 +1,5 @@
+"""compute (to be written)."""
+
+from ..routing import Service
+
+service = Service("compute")

@@ -1,0 +1,5 @@
+"""instanceagent (to be written)."""
+
+from ..routing import Service
+
+service = Service("instanceagent")

@@ -1,0 +1,5 @@
+"""objectstorage (to be written)."""
+
+from ..routing import Service
+
+service = Service("objectstorage")

@@ -1,0 +1,5 @@
+"""secrets (to be written)."""
+
+from ..routing import Service
+
+service = Service("secrets")

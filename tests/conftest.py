@@ -1,0 +1,36 @@
+"""Shared fixtures: an emulator process per test session, fresh state where a test needs it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vdimport_local.emulator.client import EmulatorHandle
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
+    """One emulator for the session; tests that inject faults clear them when done."""
+    handle = EmulatorHandle.start(tmp_path_factory.mktemp("emulator"))
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def emu(emulator: EmulatorHandle) -> Iterator[EmulatorHandle]:
+    """The session emulator with no faults and instant lifecycles, restored after the test."""
+    emulator.clear_faults()
+    emulator.configure(lifecycle_seconds=0.0, duplicate_events_every=0)
+    yield emulator
+    emulator.clear_faults()
+    emulator.configure(lifecycle_seconds=0.0, duplicate_events_every=0)
+
+
+@pytest.fixture
+def fresh_emulator(tmp_path: Path) -> Iterator[EmulatorHandle]:
+    """A private emulator, for tests that restart it or need an empty state."""
+    handle = EmulatorHandle.start(tmp_path / "emulator")
+    yield handle
+    handle.stop()
