@@ -98,7 +98,7 @@ class Emulator:
             request.operation = route.operation
             if route.authenticated:
                 self.credentials.verify(request)
-                self._apply_fault(route.operation)
+                self._apply_fault(route.operation, request)
             response = self._run(route, request)
         except OCIError as err:
             request.drain_quietly()
@@ -116,8 +116,15 @@ class Emulator:
             self._log_call(route.operation, request, response.status, started)
         return response
 
-    def _apply_fault(self, operation: str) -> None:
-        rule = self.faults.take(operation)
+    def _apply_fault(self, operation: str, request: Request) -> None:
+        def context() -> dict[str, Any]:
+            fields: dict[str, Any] = dict(request.query)
+            fields.update(request.params)
+            if request.header("content-type", "").startswith("application/json"):
+                fields.update(request.json())
+            return fields
+
+        rule = self.faults.take(operation, context)
         if rule is None:
             return
         if rule.action == "hang":

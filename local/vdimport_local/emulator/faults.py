@@ -3,12 +3,16 @@
 A rule targets an operation by its OCI name (``LaunchInstance``, ``GetObject``...) or the
 pseudo-operation ``RunCommand`` (the script execution on the worker VM). Calls are
 counted per rule from the moment it is added; calls ``nth`` to ``nth + times - 1`` are hit.
+``match`` narrows a rule to calls whose JSON body (or path parameters) has the given
+top-level values, e.g. ``{"availabilityDomain": "Emul:US-ASHBURN-AD-1"}`` for capacity
+errors in one AD only.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,6 +44,7 @@ class FaultRule:
     action: str = "error"  # error | hang (sleep then answer) | fail/timeout (RunCommand only)
     seconds: float = 0.0  # hang duration
     exit_code: int = 1  # RunCommand fail
+    match: dict[str, Any] = field(default_factory=dict)
     id: int = field(default_factory=lambda: next(_ids))
     seen: int = 0
     hits: int = 0
@@ -64,7 +69,7 @@ class Faults:
         self.rules: list[FaultRule] = []
 
     def add(self, spec: dict[str, Any]) -> FaultRule:
-        allowed = {"operation", "status", "code", "message", "nth", "times", "action", "seconds", "exit_code"}
+        allowed = {"operation", "status", "code", "message", "nth", "times", "action", "seconds", "exit_code", "match"}
         unknown = set(spec) - allowed
         if unknown:
             raise invalid(f"unknown fault fields: {', '.join(sorted(unknown))}")
@@ -79,13 +84,23 @@ class Faults:
         with self._lock:
             self.rules.clear()
 
-    def take(self, operation: str) -> FaultRule | None:
-        """Count one call of ``operation``; return the rule it trips, if any."""
+    def take(self, operation: str, context: Callable[[], dict[str, Any]] | None = None) -> FaultRule | None:
+        """Count one call of ``operation``; return the rule it trips, if any.
+
+        ``context`` gives the call's fields for rules with ``match``; it is only called
+        when such a rule exists, so streaming bodies are not read for nothing.
+        """
         hit = None
+        fields_cache: dict[str, Any] | None = None
         with self._lock:
             for rule in self.rules:
                 if rule.operation != operation:
                     continue
+                if rule.match:
+                    if fields_cache is None:
+                        fields_cache = context() if context else {}
+                    if any(fields_cache.get(k) != v for k, v in rule.match.items()):
+                        continue
                 rule.seen += 1
                 if hit is None and rule.nth <= rule.seen < rule.nth + rule.times:
                     rule.hits += 1

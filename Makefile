@@ -1,0 +1,42 @@
+# vdimport developer commands. `make help` lists them.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(CURDIR)/.venv-cli/bin:$(PATH)
+PYTEST_ARGS ?=
+
+.PHONY: help setup lock lint format typecheck test test-fast demo bench clean
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: ## create .venv (pinned) and install the Debian packages the tests need (as root)
+	@scripts/setup.sh
+
+lock: ## re-resolve requirements.lock from requirements.in
+	@scripts/lock.sh
+
+lint: setup ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup ## apply ruff formatting and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: setup ## mypy on the project's own packages
+	$(BIN)/mypy local/vdimport_local
+
+test: setup lint typecheck ## lint, type-check and run the whole test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup ## the test suite only
+	$(BIN)/python -m pytest -x $(PYTEST_ARGS)
+
+demo: setup ## import a sample disk image end to end in local mode and print the report
+	@echo "make demo: the end-to-end import lands with the step runner (issue 3) and local mode (issue 5)."
+	@echo "Today it starts the OCI emulator and shows its services:"
+	$(BIN)/python -m vdimport_local.demo
+
+clean: ## remove the virtualenvs and caches
+	rm -rf $(VENV) .venv-cli .pytest_cache .mypy_cache .ruff_cache

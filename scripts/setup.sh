@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Create the development environment: Debian packages the tests need, .venv from the
+# pinned lock, and .venv-cli for the oci CLI (its pins conflict with Airflow's, so it
+# lives apart). Idempotent: a second run with unchanged locks takes about a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(qemu-utils e2fsprogs xfsprogs dosfstools mtools fdisk util-linux mount curl sudo ca-certificates)
+UV_VERSION=0.13.9
+PYTHON=${PYTHON:-python3}
+
+say() { printf 'setup: %s\n' "$*"; }
+
+missing_packages() {
+    local pkg
+    for pkg in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || printf '%s\n' "$pkg"
+    done
+}
+
+ensure_debian_packages() {
+    command -v dpkg-query >/dev/null || { say "not a Debian/Ubuntu system: install qemu-img, e2fsprogs, xfsprogs, dosfstools, mtools, sfdisk, losetup, curl yourself"; return; }
+    mapfile -t missing < <(missing_packages)
+    [ ${#missing[@]} -eq 0 ] && return
+    if [ "$(id -u)" -ne 0 ]; then
+        say "missing Debian packages: ${missing[*]}"
+        say "install them with: sudo apt-get install -y ${missing[*]}"
+        exit 1
+    fi
+    say "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+check_python() {
+    "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || {
+        say "Python 3.11 or newer is needed as $PYTHON (found $("$PYTHON" --version 2>&1)); set PYTHON=/path/to/python3.11"
+        exit 1
+    }
+}
+
+# make_venv DIR LOCKFILE [editable-paths...]
+make_venv() {
+    local dir=$1 lock=$2; shift 2
+    local stamp="$dir/.vdimport-setup"
+    local want
+    want=$(cat "$lock" "$@" 2>/dev/null | sha256sum | cut -d' ' -f1)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$dir/bin/python" ]; then
+        return
+    fi
+    say "building $dir from $lock"
+    if [ ! -x "$dir/bin/python" ]; then
+        "$PYTHON" -m venv "$dir" || { say "python3 -m venv failed: install the python3-venv package"; exit 1; }
+    fi
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
+    VIRTUAL_ENV="$dir" "$dir/bin/uv" pip sync -q --require-hashes "$lock"
+    local path
+    for path in "$@"; do
+        [ -f "$path" ] || continue
+        VIRTUAL_ENV="$dir" "$dir/bin/uv" pip install -q --no-deps -e "$(dirname "$path")"
+    done
+    echo "$want" > "$stamp"
+}
+
+ensure_debian_packages
+check_python
+make_venv .venv requirements.lock local/pyproject.toml images/worker/pyproject.toml images/function/pyproject.toml
+make_venv .venv-cli tools/oci-cli/requirements.lock
+say "ready: .venv ($(.venv/bin/python --version)), oci CLI $(.venv-cli/bin/oci --version)"
