@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from vdimport_local.emulator.client import EmulatorHandle
+
+REPO = Path(__file__).resolve().parent.parent
+# The oci CLI lives in its own virtualenv (its pins conflict with Airflow's); make it findable.
+if (REPO / ".venv-cli" / "bin" / "oci").exists():
+    os.environ["PATH"] = f"{REPO / '.venv-cli' / 'bin'}{os.pathsep}{os.environ['PATH']}"
 
 
 @pytest.fixture(scope="session")

@@ -72,7 +72,18 @@ def test_throttling_is_retried_by_the_sdk_retry_strategy(emu: EmulatorHandle) ->
 @pytest.mark.skipif(not shutil.which("oci"), reason="oci CLI not installed")
 def test_oci_cli_reaches_the_emulator(emu: EmulatorHandle) -> None:
     out = subprocess.run(
-        ["oci", "--config-file", str(emu.config_path), "--endpoint", emu.endpoint, "iam", "availability-domain", "list", "--compartment-id", emu.tenancy],
+        [
+            "oci",
+            "--config-file",
+            str(emu.config_path),
+            "--endpoint",
+            emu.endpoint,
+            "iam",
+            "availability-domain",
+            "list",
+            "--compartment-id",
+            emu.tenancy,
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -98,7 +98,8 @@ class Emulator:
             request.operation = route.operation
             if route.authenticated:
                 self.credentials.verify(request)
-                self._apply_fault(route.operation, request)
+            if not route.is_admin:
+                self._apply_fault(route, request)
             response = self._run(route, request)
         except OCIError as err:
             request.drain_quietly()
@@ -112,19 +113,19 @@ class Emulator:
         client_id = request.header("opc-client-request-id")
         if client_id:
             response.headers["opc-client-request-id"] = client_id
-        if route is not None and route.authenticated:
+        if route is not None and not route.is_admin:
             self._log_call(route.operation, request, response.status, started)
         return response
 
-    def _apply_fault(self, operation: str, request: Request) -> None:
+    def _apply_fault(self, route: Route, request: Request) -> None:
         def context() -> dict[str, Any]:
             fields: dict[str, Any] = dict(request.query)
             fields.update(request.params)
-            if request.header("content-type", "").startswith("application/json"):
+            if not route.streaming and (request.header("content-type") or "").startswith("application/json"):
                 fields.update(request.json())
             return fields
 
-        rule = self.faults.take(operation, context)
+        rule = self.faults.take(route.operation, context)
         if rule is None:
             return
         if rule.action == "hang":

@@ -81,12 +81,7 @@ class Credentials:
     def write_config(self) -> None:
         i = self.identity
         self.config_path.write_text(
-            "[DEFAULT]\n"
-            f"user={i.user}\n"
-            f"fingerprint={i.fingerprint}\n"
-            f"key_file={self.key_path}\n"
-            f"tenancy={i.tenancy}\n"
-            f"region={i.region}\n"
+            f"[DEFAULT]\nuser={i.user}\nfingerprint={i.fingerprint}\nkey_file={self.key_path}\ntenancy={i.tenancy}\nregion={i.region}\n"
         )
         self.config_path.chmod(0o600)
 

@@ -44,7 +44,8 @@ class EmulatorHandle:
     # --- admin API --------------------------------------------------------
     def admin(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"{self.endpoint}/_ocisim/{path.lstrip('/')}", data=data, method=method)
+        url = f"{self.endpoint}/_ocisim/{path.lstrip('/')}"
+        req = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - our own http endpoint
         req.add_header("content-type", "application/json")
         with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback admin API
             raw = resp.read()

@@ -36,7 +36,8 @@ def incorrect_state(message: str) -> OCIError:
 
 
 def not_authenticated(reason: str) -> OCIError:
-    return OCIError(401, "NotAuthenticated", f"The required information to complete authentication was not provided or was incorrect: {reason}")
+    message = f"The required information to complete authentication was not provided or was incorrect: {reason}"
+    return OCIError(401, "NotAuthenticated", message)
 
 
 def throttled() -> OCIError:

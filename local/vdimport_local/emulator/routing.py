@@ -145,6 +145,10 @@ class Route:
     authenticated: bool = True
     streaming: bool = False  # handler streams a body and takes the store lock itself
 
+    @property
+    def is_admin(self) -> bool:
+        return self.template.startswith("/_ocisim")
+
 
 def _compile(template: str) -> re.Pattern[str]:
     """``/n/{namespaceName}/b/{bucketName}/o/{objectName+}``: ``+`` params may contain slashes."""
@@ -158,7 +162,7 @@ def _compile(template: str) -> re.Pattern[str]:
                 out += f"(?P<{name}>[^/]+)"
         else:
             out += re.escape(part)
-    return re.compile(f"^{out}/?$")
+    return re.compile(f"^{out}/?$", re.DOTALL)  # object names may contain newlines
 
 
 class Service:

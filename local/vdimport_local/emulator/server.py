@@ -17,6 +17,7 @@ log = logging.getLogger("vdimport.emulator")
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # otherwise keep-alive calls wait ~40 ms on delayed ACKs
     server_version = "vdimport-ocisim/1"
     emulator: Emulator
 
@@ -27,7 +28,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.command,
             self.path,
             dict(self.headers.items()),
-            self.rfile,
+            self.rfile,  # type: ignore[arg-type]  # a BufferedReader in practice
             int(length_header) if length_header else (None if chunked else 0),
             chunked=chunked,
         )
@@ -95,7 +96,8 @@ def make_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0, settings
     handler = type("Handler", (_Handler,), {"emulator": emulator})
     server = EmulatorServer((host, port), handler)
     bound_host, bound_port = server.server_address[:2]
-    emulator.endpoint = f"http://{bound_host}:{bound_port}"
+    host_text = bound_host.decode() if isinstance(bound_host, bytes) else str(bound_host)
+    emulator.endpoint = f"http://{host_text}:{bound_port}"
     server.emulator = emulator  # type: ignore[attr-defined]
     return server
 

@@ -14,8 +14,7 @@ AD_PREFIX = "Emul"
 def availability_domains(tenancy: str) -> list[dict[str, str]]:
     region = ids.REGION.upper().replace("-1", "")
     return [
-        {"name": f"{AD_PREFIX}:{region}-AD-{n}", "id": f"ocid1.availabilitydomain.oc1..ad{n}", "compartmentId": tenancy}
-        for n in (1, 2, 3)
+        {"name": f"{AD_PREFIX}:{region}-AD-{n}", "id": f"ocid1.availabilitydomain.oc1..ad{n}", "compartmentId": tenancy} for n in (1, 2, 3)
     ]
 
 
