@@ -1,0 +1,1 @@
+"""vdimport step runner: each import step as an idempotent OCI SDK program."""

@@ -1,0 +1,111 @@
+"""``vdimport-step <step> --run-id ID --request JSON --state JSON``: run one import step.
+
+Logs human-readable progress to stdout (what ``kubectl logs`` shows), writes the step's
+result JSON to ``$VDIMPORT_RESULT_PATH`` (default ``/airflow/xcom/return.json``, read by
+the KubernetesPodOperator XCom sidecar), and on failure exits non-zero with the one-line
+cause as its last log line. ``--request``/``--state`` take JSON text or ``@file``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import oci
+
+from .config import ConfigError, WorkerConfig
+from .context import StepContext, StepError
+from .remote import RemoteError
+from .request import ImportRequest, RequestError
+from .steps import STEP_NAMES, STEPS
+from .waiting import UnexpectedState, WaitTimeout
+
+DEFAULT_RESULT_PATH = "/airflow/xcom/return.json"
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+log = logging.getLogger("vdimport")
+
+
+def _json_arg(text: str, what: str) -> Any:
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text()
+    try:
+        return json.loads(text) if text.strip() else {}
+    except ValueError as exc:
+        raise RequestError(f"--{what} is not valid JSON: {exc}") from None
+
+
+def _setup_logging(step: str) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s [{step}] %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    for noisy in ("oci", "urllib3", "oslo_utils"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if noisy != "oci" else logging.ERROR)
+
+
+def _write_result(result: dict[str, Any]) -> None:
+    path = Path(os.environ.get("VDIMPORT_RESULT_PATH", DEFAULT_RESULT_PATH))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(path)
+
+
+def describe_service_error(exc: oci.exceptions.ServiceError) -> str:
+    operation = getattr(exc, "operation_name", None) or "an OCI call"
+    return f"OCI {operation} failed: {exc.status} {exc.code}: {exc.message} (opc-request-id {exc.request_id})"
+
+
+def run(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vdimport-step", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=STEP_NAMES)
+    parser.add_argument("--run-id", required=True, help="the DAG run id; names and tags derive from it")
+    parser.add_argument("--request", required=True, help="the import request (DAG run conf) as JSON or @file")
+    parser.add_argument("--state", default="{}", help="results of earlier steps, {step: result}, as JSON or @file")
+    args = parser.parse_args(argv)
+    _setup_logging(args.step)
+    started = time.monotonic()
+    try:
+        config = WorkerConfig.from_env()
+    except ConfigError as exc:
+        log.error("FAILED: configuration: %s", exc)
+        return EXIT_CONFIG
+    try:
+        conf = _json_arg(args.request, "request")
+        state = _json_arg(args.state, "state")
+        if not isinstance(state, dict):
+            raise RequestError("--state must be a JSON object")
+        request = ImportRequest.parse(conf)
+        from .clients import Clients
+
+        clients = Clients(config, retry_base_seconds=float(os.environ.get("VDIMPORT_RETRY_BASE_SECONDS", "1")))
+        ctx = StepContext(run_id=args.run_id, conf=conf, request=request, state=state, config=config, clients=clients)
+        log.info("Step %s of run %s (resources named %s-*)", args.step, args.run_id, ctx.names.prefix)
+        result = STEPS[args.step](ctx)
+    except (StepError, RequestError, RemoteError, WaitTimeout, UnexpectedState) as exc:
+        log.error("FAILED: %s", exc)
+        return EXIT_FAILED
+    except oci.exceptions.ServiceError as exc:
+        log.error("FAILED: %s", describe_service_error(exc))
+        return EXIT_FAILED
+    except Exception as exc:
+        log.exception("unexpected error")
+        log.error("FAILED: internal error in %s: %s: %s", args.step, type(exc).__name__, exc)
+        return EXIT_FAILED
+    result = {**result, "step": args.step, "seconds": round(time.monotonic() - started, 2)}
+    _write_result(result)
+    log.info("Step %s done in %.1f s", args.step, result["seconds"])
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,115 @@
+"""Worker configuration from the environment, validated once at start.
+
+The pod gets these from the vdimport ConfigMap (Helm) or, in local mode, from
+``vdimport-local``. Each missing or bad value is named in one line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+AUTH_MODES = ("workload_identity", "instance_principal", "resource_principal", "config_file")
+_OCID = re.compile(r"^ocid1\.[a-z0-9]+\.[a-z0-9-]*\.[a-z0-9-]*\.[A-Za-z0-9._-]+$")
+
+
+class ConfigError(ValueError):
+    """The environment does not describe a usable deployment; the message says which variable."""
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """Upper bounds, in seconds, for the waits of each kind of work."""
+
+    launch: float = 900.0
+    ready: float = 1200.0
+    attach: float = 600.0
+    detach: float = 600.0
+    terminate: float = 900.0
+    volume: float = 900.0
+    command: float = 6 * 3600.0  # one Run Command script (download, write, verify, fsck)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    compartment_id: str
+    subnet_id: str
+    region: str | None = None
+    auth: str = "workload_identity"
+    oci_config_file: str | None = None
+    oci_profile: str = "DEFAULT"
+    endpoint: str | None = None  # one service endpoint for every client (local mode)
+    worker_image_id: str | None = None  # None: newest Oracle Linux image for the shape
+    worker_shape: str = "VM.Standard.E4.Flex"
+    worker_ocpus: float = 2.0
+    worker_memory_gb: float = 16.0
+    write_vpus_per_gb: int = 30  # performance level while writing; tuned to the request after
+    download_streams: int = 8
+    poll_max_seconds: float = 10.0
+    deadlines: Deadlines = field(default_factory=Deadlines)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> WorkerConfig:
+        env = dict(os.environ if env is None else env)
+        problems: list[str] = []
+
+        def get(name: str, default: str | None = None) -> str | None:
+            value = env.get(f"VDIMPORT_{name}", "").strip()
+            return value or default
+
+        def ocid(name: str, required: bool = True) -> str:
+            value = get(name)
+            if not value:
+                if required:
+                    problems.append(f"VDIMPORT_{name} is not set (an OCID)")
+                return ""
+            if not _OCID.match(value):
+                problems.append(f"VDIMPORT_{name} is not an OCID: {value[:60]!r}")
+            return value
+
+        def number(name: str, default: float, low: float, high: float) -> float:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                problems.append(f"VDIMPORT_{name} must be a number (got {raw[:30]!r})")
+                return default
+            if not low <= value <= high:
+                problems.append(f"VDIMPORT_{name} must be between {low:g} and {high:g} (got {raw})")
+            return value
+
+        auth = (get("AUTH") or "workload_identity").lower()
+        if auth not in AUTH_MODES:
+            problems.append(f"VDIMPORT_AUTH must be one of {', '.join(AUTH_MODES)} (got {auth!r})")
+        config_file = get("OCI_CONFIG")
+        if auth == "config_file" and not config_file:
+            problems.append("VDIMPORT_OCI_CONFIG must name an OCI config file when VDIMPORT_AUTH=config_file")
+        if config_file and not os.path.isfile(config_file):
+            problems.append(f"VDIMPORT_OCI_CONFIG file does not exist: {config_file}")
+        endpoint = get("OCI_ENDPOINT")
+        if endpoint and not re.match(r"^https?://", endpoint):
+            problems.append(f"VDIMPORT_OCI_ENDPOINT must be an http(s) URL (got {endpoint[:60]!r})")
+        vpus = number("WRITE_VPUS_PER_GB", 30, 0, 120)
+        values: dict[str, Any] = {
+            "compartment_id": ocid("COMPARTMENT_ID"),
+            "subnet_id": ocid("SUBNET_ID"),
+            "region": get("REGION"),
+            "auth": auth,
+            "oci_config_file": config_file,
+            "oci_profile": get("OCI_PROFILE", "DEFAULT"),
+            "endpoint": endpoint,
+            "worker_image_id": ocid("WORKER_IMAGE_ID", required=False) or None,
+            "worker_shape": get("WORKER_SHAPE", "VM.Standard.E4.Flex"),
+            "worker_ocpus": number("WORKER_OCPUS", 2, 1, 64),
+            "worker_memory_gb": number("WORKER_MEMORY_GB", 16, 1, 1024),
+            "write_vpus_per_gb": int(vpus) // 10 * 10,
+            "download_streams": int(number("DOWNLOAD_STREAMS", 8, 1, 64)),
+            "poll_max_seconds": number("POLL_MAX_SECONDS", 10, 0.05, 120),
+        }
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return cls(**values)

@@ -1,0 +1,54 @@
+"""What a step gets: the request, the state earlier steps produced, config and clients."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from .clients import Clients
+from .config import WorkerConfig
+from .naming import RunNames
+from .remote import WorkerShell
+from .request import ImportRequest
+
+log = logging.getLogger("vdimport")
+
+
+class StepError(RuntimeError):
+    """The step failed for a reason the user can act on; the message is the one-line cause."""
+
+
+@dataclass
+class StepContext:
+    run_id: str
+    conf: dict[str, Any]  # the request as given (the DAG run conf)
+    request: ImportRequest  # ...and as validated
+    state: dict[str, dict[str, Any]]
+    config: WorkerConfig
+    clients: Clients
+    names: RunNames = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.names = RunNames(self.run_id)
+
+    def result_of(self, step: str) -> dict[str, Any]:
+        """An earlier step's result, which this step cannot do without."""
+        result = self.state.get(step)
+        if not isinstance(result, dict):
+            raise StepError(f"{step} has not completed for this run; run it first")
+        return result
+
+    @property
+    def plan(self) -> dict[str, Any]:
+        return dict(self.result_of("inspect_object")["plan"])
+
+    @property
+    def compartment_id(self) -> str:
+        """The compartment the run's resources live in: as planned, else as requested or configured."""
+        planned = (self.state.get("inspect_object") or {}).get("plan", {}).get("compartment_id")
+        return str(planned or self.request.options.compartment_id or self.config.compartment_id)
+
+    def shell(self) -> WorkerShell:
+        instance_id = self.result_of("launch_worker")["instance_id"]
+        return WorkerShell(self.clients, self.names, instance_id, self.compartment_id, self.config.poll_max_seconds)

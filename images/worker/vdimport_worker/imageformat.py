@@ -1,0 +1,253 @@
+"""Recognise a disk image from its bytes and refuse the unsafe ones before anything runs.
+
+The source is read through ranged reads (the pod never downloads the whole image):
+an ``.ova`` is a tar, so its disk member is located from the tar headers and inspected in
+place; the format is detected from the content with OpenStack's format inspectors
+(``oslo.utils``), never from the name, and their safety checks reject backing files,
+external data files and VMDK extents that would make qemu-img read host files
+(CVE-2022-47951, CVE-2024-32498, CVE-2024-40767). A fixed VHD has only a footer, so the
+last 512 bytes are checked too. After download, :func:`check_qemu_info` checks what
+``qemu-img info -f FORMAT`` says on the worker against what was planned.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from oslo_utils.imageutils import format_inspector as fi
+
+HEAD_BYTES = 8 << 20  # enough for every supported header, descriptor and table we check
+MAX_VIRTUAL_SIZE = 32768 << 30  # the largest OCI block volume
+MAX_OVA_MEMBERS = 256
+DISK_SUFFIXES = (".vmdk", ".vhd", ".vhdx", ".qcow2", ".img", ".raw", ".vdi")
+# oslo inspector name -> the qemu-img format we convert from
+QEMU_FORMAT = {"raw": "raw", "gpt": "raw", "iso": "raw", "qcow2": "qcow2", "vhd": "vpc", "vhdx": "vhdx", "vmdk": "vmdk", "vdi": "vdi"}
+# user-facing source_format -> qemu-img format
+USER_TO_QEMU = {"qcow2": "qcow2", "vmdk": "vmdk", "vhd": "vpc", "vhdx": "vhdx", "vdi": "vdi", "raw": "raw"}
+SAFETY_MESSAGES = {
+    "backing_file": "it names a backing file, which would make qemu-img read another file",
+    "data_file": "it uses an external data file, which would make qemu-img read another file",
+    "unknown_features": "it uses qcow2 features this importer does not know",
+    "descriptor": "its VMDK descriptor is not a single self-contained extent",
+    "create_type": "its VMDK type is not monolithicSparse or streamOptimized",
+    "extents": "its VMDK extents point outside the file",
+}
+
+ReadRange = Callable[[int, int], bytes]
+
+
+class UnsafeImage(ValueError):
+    """The image must not be imported; the message is the one-line cause."""
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    format: str  # qemu-img format name: raw, qcow2, vpc, vhdx, vmdk, vdi
+    offset: int  # where the disk's bytes start in the object (non-zero inside an .ova)
+    length: int  # how many bytes the disk takes
+    virtual_size: int
+    container: str | None = None  # "ova" when the disk came out of an OVA
+    member: str | None = None  # the OVA member's name
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def inspect_source(read: ReadRange, size: int, declared: str | None = None) -> SourceImage:
+    """Find, identify and safety-check the disk image in an object of ``size`` bytes."""
+    if size == 0:
+        raise UnsafeImage("the object is empty")
+    head = read(0, min(size, 512))
+    if _is_tar(head):
+        if declared not in (None, "ova"):
+            raise UnsafeImage(f"source_format says {declared} but the object is a tar archive (an .ova)")
+        name, offset, length = _ova_disk(read, size)
+        image = _inspect_disk(read, offset, length, None)
+        return SourceImage(image.format, offset, length, image.virtual_size, "ova", name)
+    if declared == "ova":
+        raise UnsafeImage("source_format says ova but the object is not a tar archive")
+    return _inspect_disk(read, 0, size, declared)
+
+
+def _inspect_disk(read: ReadRange, offset: int, length: int, declared: str | None) -> SourceImage:
+    head = read(offset, min(length, HEAD_BYTES))
+    if len(head) < min(length, HEAD_BYTES):
+        raise UnsafeImage("the object is shorter than its reported size (truncated?)")
+    inspectors = {cls(): name for name, cls in fi.ALL_FORMATS.items() if name != "raw"}
+    for chunk_start in range(0, len(head), 65536):
+        chunk = head[chunk_start : chunk_start + 65536]
+        for inspector in list(inspectors):
+            try:
+                inspector.eat_chunk(chunk)
+            except Exception:  # noqa: BLE001 - an inspector that cannot parse this is simply not a match
+                inspectors.pop(inspector)
+    for inspector in inspectors:
+        inspector.finish()
+    matches = [i for i in inspectors if i.format_match and i.complete]
+    incomplete = [inspectors[i] for i in inspectors if i.format_match and not i.complete]
+    names = sorted({inspectors[i] for i in matches})
+    if incomplete and not matches:
+        raise UnsafeImage(f"the {incomplete[0]} headers could not be read completely (truncated or malformed image)")
+    if "luks" in names:
+        raise UnsafeImage("the image is LUKS-encrypted; decrypt it before importing")
+    if "qed" in names:
+        raise UnsafeImage("QED images are not supported; convert to qcow2 first")
+    specific = [n for n in names if n not in ("gpt", "iso")]
+    if len(specific) > 1:
+        raise UnsafeImage(f"the content matches several formats ({', '.join(specific)}): refusing an ambiguous image")
+    footer = read(offset + length - 512, 512) if length >= 512 else b""
+    vhd_footer = _vhd_footer(footer)
+    if specific:
+        detected = specific[0]
+        inspector = next(i for i in matches if inspectors[i] == detected)
+        _safety_check(inspector, detected)
+        virtual_size = int(inspector.virtual_size)
+    elif vhd_footer is not None:
+        detected, virtual_size = "vhd", _check_fixed_vhd(vhd_footer, length)
+    else:
+        if head.lstrip().startswith(b"# Disk DescriptorFile"):
+            raise UnsafeImage("this is a VMDK descriptor without its data; upload a monolithicSparse or streamOptimized VMDK")
+        if declared != "raw" and not _looks_like_raw_disk(head):
+            raise UnsafeImage(
+                "the content is not a recognised disk image (no image header, partition table or file system); "
+                "set source_format=raw to import it as a raw disk anyway"
+            )
+        detected, virtual_size = "raw", length
+    qemu_format = QEMU_FORMAT[detected]
+    if declared is not None and USER_TO_QEMU[declared] != qemu_format:
+        raise UnsafeImage(f"source_format says {declared} but the content is {_user_name(qemu_format)}")
+    if virtual_size <= 0:
+        raise UnsafeImage(f"the {_user_name(qemu_format)} header gives no usable virtual size")
+    if virtual_size > MAX_VIRTUAL_SIZE:
+        raise UnsafeImage(f"virtual size {virtual_size} bytes is larger than the largest block volume (32 TiB)")
+    return SourceImage(qemu_format, offset, length, virtual_size)
+
+
+def _safety_check(inspector: fi.FileInspector, name: str) -> None:
+    try:
+        inspector.safety_check()
+    except fi.SafetyCheckFailed as exc:
+        reasons = [SAFETY_MESSAGES.get(check, f"{check}: {failure}") for check, failure in exc.failures.items()]
+        raise UnsafeImage(f"unsafe {name} image: {'; '.join(reasons)}") from None
+    except fi.ImageFormatError as exc:
+        raise UnsafeImage(f"malformed {name} image: {exc}") from None
+
+
+def _looks_like_raw_disk(head: bytes) -> bool:
+    """A raw disk starts with a partition table or a file system we can name."""
+    signatures = (
+        (510, b"\x55\xaa"),  # MBR (and the protective MBR of GPT), FAT boot sector
+        (512, b"EFI PART"),  # GPT header
+        (1080, b"\x53\xef"),  # ext2/3/4 superblock magic
+        (0, b"XFSB"),
+        (3, b"NTFS    "),
+        (512, b"LABELONE"),  # LVM physical volume
+        (32769, b"CD001"),  # ISO 9660
+        (65600, b"_BHRfS_M"),  # btrfs
+        (4086, b"SWAPSPACE2"),
+    )
+    return any(head[at : at + len(magic)] == magic for at, magic in signatures)
+
+
+def _vhd_footer(footer: bytes) -> bytes | None:
+    return footer if len(footer) == 512 and footer[:8] == b"conectix" else None
+
+
+def _check_fixed_vhd(footer: bytes, length: int) -> int:
+    disk_type = struct.unpack(">I", footer[60:64])[0]
+    if disk_type == 4:
+        raise UnsafeImage("unsafe vhd image: a differencing VHD reads its parent from another file")
+    if disk_type != 2:
+        raise UnsafeImage(f"malformed vhd image: footer-only VHD of type {disk_type} (expected a fixed VHD)")
+    current_size = struct.unpack(">Q", footer[48:56])[0]
+    if current_size + 512 > length:
+        raise UnsafeImage("malformed vhd image: its size is larger than the file (truncated?)")
+    return int(current_size)
+
+
+# --- OVA (tar) --------------------------------------------------------------------------------
+def _is_tar(block: bytes) -> bool:
+    return len(block) >= 512 and block[257:262] == b"ustar"
+
+
+def _tar_number(field: bytes) -> int:
+    if field and field[0] & 0x80:  # GNU base-256 for large sizes
+        return int.from_bytes(field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip()
+    return int(text, 8) if text else 0
+
+
+def _ova_disk(read: ReadRange, size: int) -> tuple[str, int, int]:
+    """The (name, offset, length) of the one disk in an OVA, from its tar headers."""
+    position = 0
+    disks: list[tuple[str, int, int]] = []
+    long_name: str | None = None
+    for _ in range(MAX_OVA_MEMBERS):
+        if position + 512 > size:
+            raise UnsafeImage("malformed ova: the tar archive is truncated")
+        header = read(position, 512)
+        if header == b"\0" * 512:
+            break
+        if not _is_tar(header):
+            raise UnsafeImage("malformed ova: a tar header is damaged")
+        kind = header[156:157]
+        member_size = _tar_number(header[124:136])
+        data_at = position + 512
+        if data_at + member_size > size:
+            raise UnsafeImage("malformed ova: a member runs past the end of the archive (truncated?)")
+        if kind == b"L":
+            long_name = read(data_at, min(member_size, 4096)).split(b"\0", 1)[0].decode("utf-8", "replace")
+        elif kind in (b"0", b"\0"):
+            prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace")
+            base = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+            name = long_name or (f"{prefix}/{base}" if prefix else base)
+            long_name = None
+            if name.startswith("/") or ".." in name.split("/"):
+                raise UnsafeImage(f"unsafe ova: member name {name!r} points outside the archive")
+            if name.lower().endswith(DISK_SUFFIXES):
+                disks.append((name, data_at, member_size))
+        elif kind not in (b"x", b"g", b"5"):
+            raise UnsafeImage(f"unsafe ova: member type {kind!r} (links and devices are not allowed)")
+        position = data_at + (member_size + 511) // 512 * 512
+    else:
+        raise UnsafeImage(f"ova: more than {MAX_OVA_MEMBERS} members")
+    if not disks:
+        raise UnsafeImage("ova: the archive holds no disk image (.vmdk, .vhd, .qcow2, ...)")
+    if len(disks) > 1:
+        listed = ", ".join(name for name, _, _ in disks[:5])
+        raise UnsafeImage(f"ova: the archive holds {len(disks)} disks ({listed}); import one disk per object")
+    return disks[0]
+
+
+# --- after download: qemu-img info on the worker --------------------------------------------
+def check_qemu_info(info: dict[str, Any], planned: SourceImage, image_path: str) -> None:
+    """Refuse anything qemu-img sees that the inspection did not plan for."""
+    if info.get("format") != planned.format:
+        raise UnsafeImage(f"qemu-img reads the image as {info.get('format')}, planned {planned.format}")
+    for key in ("backing-filename", "full-backing-filename", "backing-filename-format"):
+        if info.get(key):
+            raise UnsafeImage("unsafe image: qemu-img reports a backing file")
+    if info.get("encrypted"):
+        raise UnsafeImage("the image is encrypted")
+    specific = (info.get("format-specific") or {}).get("data") or {}
+    if specific.get("data-file") or specific.get("data-file-raw"):
+        raise UnsafeImage("unsafe image: qemu-img reports an external data file")
+    if planned.format == "vmdk":
+        create_type = specific.get("create-type")
+        if create_type not in ("monolithicSparse", "streamOptimized"):
+            raise UnsafeImage(f"unsafe vmdk image: type {create_type} (only monolithicSparse and streamOptimized)")
+        for extent in specific.get("extents") or []:
+            if extent.get("filename") not in (None, image_path):
+                raise UnsafeImage("unsafe vmdk image: an extent points at another file")
+    virtual_size = int(info.get("virtual-size") or 0)
+    if virtual_size != planned.virtual_size and planned.format != "vpc":
+        raise UnsafeImage(f"qemu-img reports a virtual size of {virtual_size} bytes, the header said {planned.virtual_size}")
+    if virtual_size <= 0 or virtual_size > MAX_VIRTUAL_SIZE:
+        raise UnsafeImage(f"virtual size {virtual_size} bytes is out of range")
+
+
+def _user_name(qemu_format: str) -> str:
+    return "vhd" if qemu_format == "vpc" else qemu_format

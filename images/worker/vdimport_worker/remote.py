@@ -1,0 +1,182 @@
+"""Run the worker-side scripts on the worker VM through the Run Command API.
+
+No SSH, no inbound ports: each script (``vm/*.sh``, prefixed by ``vm/lib.sh``) travels as
+Run Command text, at most 4 KB. Values reach the script only as shell-quoted variable
+assignments, so nothing from an object name or metadata is ever parsed as shell code.
+The script's last line carries its result (``VDIMPORT_RESULT {json}``) or its one-line
+cause (``VDIMPORT_ERROR ...``): Run Command returns only the last 1 KB of output.
+
+Idempotency: a command is named after the run and the script. If a command of that name
+is still running (the step was killed and restarted), we wait for it instead of starting a
+second one; if it succeeded, its result is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shlex
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import oci
+
+from .clients import Clients, list_all
+from .naming import RunNames
+from .waiting import poll
+
+log = logging.getLogger(__name__)
+
+MAX_SCRIPT_BYTES = 4096
+RUNNING_STATES = ("ACCEPTED", "IN_PROGRESS")
+GONE_INSTANCE_STATES = ("STOPPING", "STOPPED", "TERMINATING", "TERMINATED")
+
+
+class RemoteError(RuntimeError):
+    """A worker script failed; the message is its one-line cause."""
+
+
+@dataclass(frozen=True)
+class ScriptResult:
+    result: dict[str, Any]
+    output: str
+    command_id: str
+    reused: bool = False
+
+
+def _script_text(name: str) -> str:
+    return resources.files("vdimport_worker").joinpath("vm", f"{name}.sh").read_text()
+
+
+def build_script(name: str, variables: dict[str, str | int]) -> str:
+    """The full Run Command text: quoted variables, the shared prelude, the script."""
+    lines = ["#!/bin/bash"]
+    for key, value in sorted(variables.items()):
+        if not key.isidentifier() or not key.isupper():
+            raise ValueError(f"bad script variable name {key!r}")
+        lines.append(f"{key}={shlex.quote(str(value))}")
+    text = "\n".join(lines) + "\n" + _script_text("lib") + _script_text(name)
+    size = len(text.encode())
+    if size > MAX_SCRIPT_BYTES:
+        raise RemoteError(f"worker script {name} is {size} bytes, over Run Command's 4 KB limit")
+    return text
+
+
+def parse_output(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The result JSON or the error line from a script's output tail."""
+    result, error = None, None
+    for line in text.splitlines():
+        if line.startswith("VDIMPORT_RESULT "):
+            try:
+                result = json.loads(line[len("VDIMPORT_RESULT ") :])
+            except ValueError:
+                error = "the worker script printed a malformed result"
+        elif line.startswith("VDIMPORT_ERROR "):
+            error = line[len("VDIMPORT_ERROR ") :].strip()
+    return result, error
+
+
+class WorkerShell:
+    def __init__(self, clients: Clients, names: RunNames, instance_id: str, compartment_id: str, poll_max: float = 10.0):
+        self.clients = clients
+        self.names = names
+        self.instance_id = instance_id
+        self.compartment_id = compartment_id
+        self.poll_max = poll_max
+
+    def run(self, script: str, variables: dict[str, str | int], timeout_seconds: int, secret: bool = False) -> ScriptResult:
+        """Run ``vm/<script>.sh`` on the worker and return its result; raise RemoteError with its cause.
+
+        ``secret``: the variables hold a credential (the PAR URL); the script text is then
+        never reused from an earlier command, and the command's display name carries no value.
+        """
+        text = build_script(script, {"RUN": self.names.key, **variables})
+        # The same script with the same values is the same command; one carrying a
+        # credential is named by the script alone, so a restarted step finds it running.
+        digest = "" if secret else "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+        display = f"{self.names.prefix}-{script}{digest}"
+        existing = self._latest_execution(display)
+        if existing is not None and existing.lifecycle_state in RUNNING_STATES:
+            log.info("A %s command from an earlier attempt is still running on the worker; waiting for it", script)
+            return self._finish(script, existing.instance_agent_command_id, timeout_seconds, reused=True)
+        if existing is not None and existing.lifecycle_state == "SUCCEEDED" and not secret:
+            finished = self._execution(existing.instance_agent_command_id)
+            parsed, _ = parse_output(_output_text(finished))
+            if parsed is not None:
+                log.info("The %s script already succeeded on the worker; reusing its result", script)
+                return ScriptResult(parsed, _output_text(finished), existing.instance_agent_command_id, reused=True)
+        details = oci.compute_instance_agent.models.CreateInstanceAgentCommandDetails(
+            compartment_id=self.compartment_id,
+            display_name=display,
+            execution_time_out_in_seconds=int(timeout_seconds),
+            target=oci.compute_instance_agent.models.InstanceAgentCommandTarget(instance_id=self.instance_id),
+            content=oci.compute_instance_agent.models.InstanceAgentCommandContent(
+                source=oci.compute_instance_agent.models.InstanceAgentCommandSourceViaTextDetails(
+                    source_type="TEXT", text=text, text_sha256=hashlib.sha256(text.encode()).hexdigest()
+                ),
+                output=oci.compute_instance_agent.models.InstanceAgentCommandOutputViaTextDetails(output_type="TEXT"),
+            ),
+        )
+        command = self.clients.agent.create_instance_agent_command(details).data
+        log.info("Started %s on the worker (command %s)", script, command.id)
+        return self._finish(script, command.id, timeout_seconds)
+
+    # --- internals ---------------------------------------------------------------------------
+    def _latest_execution(self, display_name: str) -> Any:
+        executions = list_all(
+            self.clients.agent.list_instance_agent_command_executions,
+            compartment_id=self.compartment_id,
+            instance_id=self.instance_id,
+        )
+        mine = [e for e in executions if e.display_name == display_name]
+        return max(mine, key=lambda e: e.time_created) if mine else None
+
+    def _execution(self, command_id: str) -> Any:
+        return self.clients.agent.get_instance_agent_command_execution(command_id, self.instance_id).data
+
+    def _finish(self, script: str, command_id: str, timeout_seconds: int, reused: bool = False) -> ScriptResult:
+        checks = {"count": 0}
+        started = time.monotonic()
+
+        def fetch() -> Any:
+            checks["count"] += 1
+            if checks["count"] % 5 == 0:
+                state = self.clients.compute.get_instance(self.instance_id).data.lifecycle_state
+                if state in GONE_INSTANCE_STATES:
+                    raise RemoteError(f"the worker instance went {state} while {script} ran on it")
+            return self._execution(command_id)
+
+        def heartbeat(execution: Any, elapsed: float) -> None:
+            log.info("  %s still running on the worker (%s, %.0f s)", script, execution.lifecycle_state, elapsed)
+
+        execution = poll(
+            fetch,
+            lambda e: e.lifecycle_state not in RUNNING_STATES,
+            f"{script} on the worker",
+            timeout_seconds + 120,
+            self.poll_max,
+            progress=heartbeat,
+        )
+        output = _output_text(execution)
+        for line in output.splitlines():
+            if line and not line.startswith("VDIMPORT_"):
+                log.info("  worker| %s", line)
+        parsed, error = parse_output(output)
+        state = execution.lifecycle_state
+        if state == "SUCCEEDED" and parsed is not None:
+            log.info("%s finished on the worker in %.1f s", script, time.monotonic() - started)
+            return ScriptResult(parsed, output, command_id, reused)
+        if state == "TIMED_OUT":
+            raise RemoteError(f"{script} on the worker timed out after {timeout_seconds} s")
+        if state == "CANCELED":
+            raise RemoteError(f"{script} on the worker was canceled")
+        exit_code = getattr(execution.content, "exit_code", None)
+        raise RemoteError(error or f"{script} on the worker failed (exit {exit_code}) without saying why")
+
+
+def _output_text(execution: Any) -> str:
+    content = getattr(execution, "content", None)
+    return (getattr(content, "text", None) or "") if content else ""

@@ -1,0 +1,137 @@
+"""Moving and checking the bytes, all on the worker VM: download, write, verify, fsck."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import gzip
+import json
+import logging
+from typing import Any
+
+import oci
+
+from ..context import StepContext, StepError
+from ..imageformat import SourceImage, UnsafeImage, check_qemu_info
+
+log = logging.getLogger("vdimport")
+
+
+def _source(ctx: StepContext) -> SourceImage:
+    return SourceImage(**ctx.result_of("inspect_object")["source"])
+
+
+def _command_timeout(ctx: StepContext) -> int:
+    return int(ctx.config.deadlines.command)
+
+
+def _create_read_par(ctx: StepContext) -> tuple[str, str]:
+    """A read-only PAR for exactly this object, alive as long as the download may take."""
+    obj = ctx.result_of("inspect_object")["object"]
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=_command_timeout(ctx) + 3600)
+    details = oci.object_storage.models.CreatePreauthenticatedRequestDetails(
+        name=ctx.names.name("par"), object_name=obj["name"], access_type="ObjectRead", time_expires=expires
+    )
+    par = ctx.clients.object_storage.create_preauthenticated_request(obj["namespace"], obj["bucket"], details).data
+    url = par.full_path or ctx.clients.object_storage.base_client.endpoint + par.access_uri
+    return par.id, url
+
+
+def download_image(ctx: StepContext) -> dict[str, Any]:
+    obj = ctx.result_of("inspect_object")["object"]
+    source = _source(ctx)
+    par_id, url = _create_read_par(ctx)
+    log.info("Created a read-only pre-authenticated request for the object (expires after the download)")
+    try:
+        log.info(
+            "Worker downloads %d bytes%s in up to %d parallel streams",
+            source.length,
+            f" (disk {source.member!r} of the ova)" if source.member else "",
+            ctx.config.download_streams,
+        )
+        result = (
+            ctx.shell()
+            .run(
+                "download",
+                {
+                    "URL": url,
+                    "ETAG": obj["etag"],
+                    "OFFSET": source.offset,
+                    "LENGTH": source.length,
+                    "STREAMS": ctx.config.download_streams,
+                    "MD5": obj.get("md5") or "",
+                    "FORMAT": source.format,
+                },
+                _command_timeout(ctx),
+                secret=True,
+            )
+            .result
+        )
+    finally:
+        ctx.clients.object_storage.delete_preauthenticated_request(obj["namespace"], obj["bucket"], par_id)
+        log.info("Deleted the pre-authenticated request")
+    info = json.loads(gzip.decompress(base64.b64decode(result["info"])))
+    try:
+        check_qemu_info(info, source, result["path"])
+    except UnsafeImage as exc:
+        raise StepError(str(exc)) from None
+    log.info(
+        "qemu-img agrees: %s, virtual size %d bytes, %d bytes allocated", info["format"], info["virtual-size"], info.get("actual-size", 0)
+    )
+    return {"path": result["path"], "format": info["format"], "virtual_size": info["virtual-size"], "actual_size": info.get("actual-size")}
+
+
+def _device(ctx: StepContext) -> str:
+    return str(ctx.result_of("attach_volume")["device"])
+
+
+def write_image(ctx: StepContext) -> dict[str, Any]:
+    downloaded = ctx.result_of("download_image")
+    log.info("Writing the image onto the volume at %s", _device(ctx))
+    result = (
+        ctx.shell()
+        .run(
+            "write",
+            {"DEVICE": _device(ctx), "FORMAT": downloaded["format"], "VSIZE": downloaded["virtual_size"]},
+            _command_timeout(ctx),
+        )
+        .result
+    )
+    log.info("Image written and flushed (%s cache)", result.get("cache"))
+    return result
+
+
+def verify_image(ctx: StepContext) -> dict[str, Any]:
+    if not ctx.plan["verify"]:
+        log.info("Verification skipped (verify=false)")
+        return {"skipped": True}
+    ctx.result_of("write_image")
+    downloaded = ctx.result_of("download_image")
+    log.info("Comparing the volume with the source image (qemu-img compare)")
+    ctx.shell().run(
+        "verify",
+        {"DEVICE": _device(ctx), "FORMAT": downloaded["format"], "VSIZE": downloaded["virtual_size"]},
+        _command_timeout(ctx),
+    )
+    log.info("The volume holds exactly the image's content")
+    return {"identical": True}
+
+
+def fsck_volume(ctx: StepContext) -> dict[str, Any]:
+    mode = ctx.plan["fsck"]
+    if mode == "off":
+        log.info("File system check skipped (fsck=off)")
+        return {"skipped": True, "mode": mode}
+    ctx.result_of("write_image")
+    log.info("Checking each partition's file system read-only")
+    result = ctx.shell().run("fsck", {"DEVICE": _device(ctx)}, _command_timeout(ctx)).result
+    partitions = result.get("partitions", [])
+    bad = [p for p in partitions if p["status"] == "errors"]
+    for part in partitions:
+        log.info("  partition %s: %s %s", part["number"], part["fs"], part["status"])
+    if bad and mode == "strict":
+        listed = ", ".join(f"{p['number']} ({p['fs']})" for p in bad)
+        raise StepError(f"fsck found errors on partition {listed} (fsck=strict)")
+    if bad:
+        log.warning("fsck found errors on %d partition(s); reported, not fatal (fsck=check)", len(bad))
+    return {"mode": mode, "table": result.get("table"), "partitions": partitions, "errors": len(bad)}

@@ -1,0 +1,129 @@
+"""Step 1, inspect_object: look at the object, validate the request, plan the import."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import oci
+
+from ..clients import list_all
+from ..context import StepContext, StepError
+from ..imageformat import UnsafeImage, inspect_source
+from ..naming import volume_display_name
+from ..request import ImportRequest, RequestError
+
+log = logging.getLogger("vdimport")
+
+GIB = 1 << 30
+MIN_VOLUME_GB = 50
+MAX_VOLUME_GB = 32768
+
+
+def volume_size_gb(virtual_size: int) -> int:
+    """Whole GB (GiB) holding the image, at least OCI's 50 GB minimum."""
+    return max(MIN_VOLUME_GB, -(-virtual_size // GIB))
+
+
+def inspect_object(ctx: StepContext) -> dict[str, Any]:
+    req = ctx.request
+    os_client = ctx.clients.object_storage
+    log.info("Inspecting oci://%s/%s/%s", req.bucket, req.namespace, _shown(req.object))
+    try:
+        head = os_client.head_object(req.namespace, req.bucket, req.object)
+    except oci.exceptions.ServiceError as exc:
+        if exc.status == 404:
+            raise StepError(f"object {_shown(req.object)} not found in bucket {req.bucket} (namespace {req.namespace})") from None
+        raise
+    headers = head.headers
+    etag = headers.get("etag")
+    size = int(headers.get("content-length", 0))
+    if req.etag and etag != req.etag:
+        raise StepError(f"the object changed since the upload event (etag {req.etag}, now {etag}); its new version is a new import")
+    if req.size is not None and req.size != size:
+        raise StepError(f"the object is {size} bytes, the request said {req.size}")
+    metadata = {k[len("opc-meta-") :]: v for k, v in headers.items() if k.lower().startswith("opc-meta-")}
+    request = _with_metadata(ctx, metadata)
+    for key in request.unknown_keys:
+        log.warning("Ignoring unknown option %r (known: ad_number, volume_name, vpus_per_gb, backup_policy, ...)", key)
+
+    def read(offset: int, length: int) -> bytes:
+        end = offset + length - 1
+        resp = os_client.get_object(req.namespace, req.bucket, req.object, range=f"bytes={offset}-{end}", if_match=etag)
+        return bytes(resp.data.content)
+
+    try:
+        source = inspect_source(read, size, request.options.source_format)
+    except UnsafeImage as exc:
+        raise StepError(str(exc)) from None
+    log.info(
+        "Found a %s image%s: %d bytes, virtual size %d bytes",
+        source.format,
+        f" ({source.member} inside an ova)" if source.member else "",
+        source.length,
+        source.virtual_size,
+    )
+    plan = _plan(ctx, request, source.virtual_size)
+    log.info(
+        "Plan: volume %r of %d GB in %s, final %d VPUs/GB",
+        plan["volume_name"],
+        plan["volume_size_gb"],
+        plan["availability_domain"],
+        plan["vpus_per_gb"],
+    )
+    md5 = headers.get("content-md5") if source.offset == 0 and source.length == size and "opc-multipart-md5" not in headers else None
+    return {
+        "object": {"namespace": req.namespace, "bucket": req.bucket, "name": req.object, "size": size, "etag": etag, "md5": md5},
+        "source": source.to_json(),
+        "plan": plan,
+        "warnings": [f"unknown option {k}" for k in request.unknown_keys],
+    }
+
+
+def _with_metadata(ctx: StepContext, metadata: dict[str, str]) -> ImportRequest:
+    """The request with the object's own metadata under whatever the run conf gave."""
+    conf = dict(ctx.conf)
+    conf["metadata"] = {**metadata, **(conf.get("metadata") or {})}
+    try:
+        return ImportRequest.parse(conf)
+    except RequestError as exc:
+        raise StepError(f"bad import option: {exc}") from None
+
+
+def _plan(ctx: StepContext, request: ImportRequest, virtual_size: int) -> dict[str, Any]:
+    opts = request.options
+    size_gb = volume_size_gb(virtual_size)
+    if size_gb > MAX_VOLUME_GB:
+        raise StepError(f"the image needs {size_gb} GB, more than the largest block volume ({MAX_VOLUME_GB} GB)")
+    compartment = opts.compartment_id or ctx.config.compartment_id
+    ads = [ad.name for ad in list_all(ctx.clients.identity.list_availability_domains, ctx.clients.tenancy or compartment)]
+    if not ads:
+        raise StepError("no availability domains are visible to the worker's identity")
+    if opts.ad_number is not None:
+        if opts.ad_number > len(ads):
+            raise StepError(f"ad_number: this region has {len(ads)} availability domain(s), not {opts.ad_number}")
+        ad = ads[opts.ad_number - 1]
+    else:
+        # "Random" as in the seed, but stable across retries of the same run.
+        ad = ads[int(hashlib.sha256(ctx.run_id.encode()).hexdigest(), 16) % len(ads)]
+    return {
+        "compartment_id": compartment,
+        "availability_domain": ad,
+        "ad_pinned": opts.ad_number is not None,
+        "availability_domains": ads,
+        "volume_name": volume_display_name(opts.volume_name, request.object),
+        "volume_size_gb": size_gb,
+        "vpus_per_gb": opts.vpus_per_gb,
+        "backup_policy": opts.backup_policy,
+        "kms_key_id": opts.kms_key_id,
+        "verify": opts.verify,
+        "fsck": opts.fsck,
+        "tags": opts.tags,
+        "keep_on_failure": opts.keep_on_failure,
+    }
+
+
+def _shown(name: str) -> str:
+    """An object name as it may appear in a log line: quoted, escaped, never raw control characters."""
+    return repr(name)

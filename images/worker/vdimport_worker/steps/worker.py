@@ -1,0 +1,179 @@
+"""The temporary worker VM: launch it, wait until it can work, and always terminate it."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+import oci
+
+from ..clients import list_all
+from ..context import StepContext, StepError
+from ..waiting import wait_for_state
+
+log = logging.getLogger("vdimport")
+
+ALIVE = ("PROVISIONING", "STARTING", "RUNNING", "STOPPING", "STOPPED")
+RUN_COMMAND_PLUGIN = "Compute Instance Run Command"
+# Oracle Linux 8/9: qemu-img and the fsck tools from the distribution; sudo for the Run
+# Command user ``ocarun`` (the agent runs scripts as that user).
+CLOUD_INIT = """#cloud-config
+packages:
+  - qemu-img
+  - xfsprogs
+  - dosfstools
+  - e2fsprogs
+  - util-linux
+write_files:
+  - path: /etc/sudoers.d/90-vdimport-ocarun
+    permissions: "0440"
+    content: |
+      ocarun ALL=(ALL) NOPASSWD:ALL
+"""
+
+
+def _run_instances(ctx: StepContext) -> list[Any]:
+    instances = list_all(ctx.clients.compute.list_instances, ctx.compartment_id, display_name=ctx.names.name("worker"))
+    return [i for i in instances if ctx.names.owns(i.freeform_tags, "worker")]
+
+
+def _worker_image(ctx: StepContext) -> str:
+    if ctx.config.worker_image_id:
+        return ctx.config.worker_image_id
+    images = list_all(
+        ctx.clients.compute.list_images,
+        ctx.compartment_id,
+        operating_system="Oracle Linux",
+        shape=ctx.config.worker_shape,
+        sort_by="TIMECREATED",
+        sort_order="DESC",
+        lifecycle_state="AVAILABLE",
+    )
+    for version in ("9", "8"):
+        for image in images:
+            if str(image.operating_system_version).startswith(version):
+                return str(image.id)
+    raise StepError(f"no Oracle Linux 8/9 image for shape {ctx.config.worker_shape}; set VDIMPORT_WORKER_IMAGE_ID")
+
+
+def _boot_volume_gb(ctx: StepContext) -> int:
+    """Room for the OS and the downloaded image with some headroom."""
+    image_gb = -(-int(ctx.result_of("inspect_object")["source"]["length"]) // (1 << 30))
+    return max(50, image_gb + 20)
+
+
+def _launch_details(ctx: StepContext, ad: str, image_id: str) -> Any:
+    models = oci.core.models
+    cfg = ctx.config
+    shape_config = None
+    if cfg.worker_shape.endswith(".Flex"):
+        shape_config = models.LaunchInstanceShapeConfigDetails(ocpus=cfg.worker_ocpus, memory_in_gbs=cfg.worker_memory_gb)
+    return models.LaunchInstanceDetails(
+        availability_domain=ad,
+        compartment_id=ctx.compartment_id,
+        display_name=ctx.names.name("worker"),
+        shape=cfg.worker_shape,
+        shape_config=shape_config,
+        source_details=models.InstanceSourceViaImageDetails(image_id=image_id, boot_volume_size_in_gbs=_boot_volume_gb(ctx)),
+        create_vnic_details=models.CreateVnicDetails(subnet_id=cfg.subnet_id, assign_public_ip=False),
+        metadata={"user_data": base64.b64encode(CLOUD_INIT.encode()).decode()},
+        agent_config=models.LaunchInstanceAgentConfigDetails(
+            is_management_disabled=False,
+            is_monitoring_disabled=False,
+            plugins_config=[models.InstanceAgentPluginConfigDetails(name=RUN_COMMAND_PLUGIN, desired_state="ENABLED")],
+        ),
+        freeform_tags=ctx.names.tags("worker"),
+    )
+
+
+def launch_worker(ctx: StepContext) -> dict[str, Any]:
+    instances = _run_instances(ctx)
+    alive = [i for i in instances if i.lifecycle_state in ALIVE]
+    if alive:
+        worker = alive[0]
+        log.info("Worker %s from an earlier attempt exists (%s); using it", worker.id, worker.lifecycle_state)
+        return {"instance_id": worker.id, "availability_domain": worker.availability_domain, "shape": worker.shape}
+    plan = ctx.plan
+    generation = len(instances)  # a run cleared after its worker was terminated gets a new one
+    ads = [plan["availability_domain"]]
+    if not plan["ad_pinned"]:
+        ads += [ad for ad in plan["availability_domains"] if ad != plan["availability_domain"]]
+    image_id = _worker_image(ctx)
+    for ad in ads:
+        details = _launch_details(ctx, ad, image_id)
+        token = ctx.names.retry_token(f"launch-{generation}-{plan['availability_domains'].index(ad)}")
+        log.info("Launching worker %s (%s) in %s", details.display_name, details.shape, ad)
+        try:
+            instance = ctx.clients.compute_launch.launch_instance(details, opc_retry_token=token).data
+        except oci.exceptions.ServiceError as exc:
+            if exc.status == 500 and "capacity" in (exc.message or "").lower():
+                if plan["ad_pinned"]:
+                    raise StepError(f"out of host capacity for {details.shape} in {ad} (pinned by ad_number); retry later") from None
+                log.warning("Out of host capacity for %s in %s; trying the next availability domain", details.shape, ad)
+                continue
+            if exc.status == 400 and exc.code == "LimitExceeded":
+                raise StepError(f"service limit reached for {details.shape}: {exc.message}") from None
+            raise
+        log.info("Worker %s is %s", instance.id, instance.lifecycle_state)
+        return {"instance_id": instance.id, "availability_domain": ad, "shape": details.shape, "image_id": image_id}
+    raise StepError(f"out of host capacity for {ctx.config.worker_shape} in every availability domain; retry later")
+
+
+def wait_worker_ready(ctx: StepContext) -> dict[str, Any]:
+    instance_id = ctx.result_of("launch_worker")["instance_id"]
+    compute = ctx.clients.compute
+    log.info("Waiting for worker %s to be RUNNING", instance_id)
+    wait_for_state(
+        lambda: compute.get_instance(instance_id).data,
+        "RUNNING",
+        f"worker {instance_id}",
+        ctx.config.deadlines.launch,
+        ctx.config.poll_max_seconds,
+        bad=("TERMINATING", "TERMINATED", "STOPPED"),
+    )
+    log.info("Worker is RUNNING; waiting for cloud-init and the Run Command agent")
+    result = ctx.shell().run("ready", {}, int(ctx.config.deadlines.ready)).result
+    log.info("Worker ready: qemu-img %s, %.1f GB free", result.get("qemu_img"), result.get("free_bytes", 0) / 1e9)
+    return result
+
+
+def terminate_worker(ctx: StepContext) -> dict[str, Any]:
+    """Clean up whatever the run made, from whatever state exists: PARs, the worker, a failed volume."""
+    from .volume import delete_unfinished_volumes
+
+    pars = _delete_pars(ctx)
+    terminated = []
+    for instance in _run_instances(ctx):
+        if instance.lifecycle_state == "TERMINATED":
+            continue
+        if instance.lifecycle_state != "TERMINATING":
+            log.info("Terminating worker %s (%s)", instance.id, instance.lifecycle_state)
+            ctx.clients.compute.terminate_instance(instance.id, preserve_boot_volume=False)
+        terminated.append(instance.id)
+    for instance_id in terminated:
+        wait_for_state(
+            lambda iid=instance_id: ctx.clients.compute.get_instance(iid).data,
+            "TERMINATED",
+            f"terminating worker {instance_id}",
+            ctx.config.deadlines.terminate,
+            ctx.config.poll_max_seconds,
+        )
+        log.info("Worker %s is TERMINATED", instance_id)
+    if not terminated:
+        log.info("No worker of this run is running")
+    deleted = delete_unfinished_volumes(ctx)
+    return {"terminated": terminated, "pars_deleted": pars, "volumes_deleted": deleted}
+
+
+def _delete_pars(ctx: StepContext) -> int:
+    req = ctx.request
+    os_client = ctx.clients.object_storage
+    count = 0
+    pars = list_all(os_client.list_preauthenticated_requests, req.namespace, req.bucket)
+    for par in pars:
+        if par.name == ctx.names.name("par"):
+            os_client.delete_preauthenticated_request(req.namespace, req.bucket, par.id)
+            log.info("Deleted pre-authenticated request %s", par.name)
+            count += 1
+    return count

@@ -1,0 +1,3 @@
+# Remove the downloaded image (the worker is terminated next; this frees its disk early).
+sudo rm -rf "$WORK"
+result "{\"removed\":true}"

@@ -1,0 +1,159 @@
+"""Run an import's steps in order as ``vdimport-step`` subprocesses against the emulator.
+
+The same CLI, environment contract and result files as the DAG's pods; used by the tests
+and ``make demo`` where no Airflow runs. Like the DAG, a failure anywhere after the
+worker launch still runs ``terminate_worker`` so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .emulator.client import EmulatorHandle
+
+STEP_ORDER = (
+    "inspect_object",
+    "launch_worker",
+    "wait_worker_ready",
+    "download_image",
+    "create_volume",
+    "attach_volume",
+    "write_image",
+    "verify_image",
+    "fsck_volume",
+    "detach_volume",
+    "terminate_worker",
+    "tune_volume",
+    "assign_backup_policy",
+    "report",
+)
+CLEANUP_STEP = "terminate_worker"
+LOCAL_SUBNET = "ocid1.subnet.oc1.iad.aaaavdimportlocal"
+
+
+def step_environment(emulator: EmulatorHandle, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The worker's environment for local mode: API-key auth against the emulator."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VDIMPORT_")}
+    env.update(
+        {
+            "VDIMPORT_AUTH": "config_file",
+            "VDIMPORT_OCI_CONFIG": str(emulator.config_path),
+            "VDIMPORT_OCI_ENDPOINT": emulator.endpoint,
+            "VDIMPORT_COMPARTMENT_ID": emulator.tenancy,
+            "VDIMPORT_SUBNET_ID": LOCAL_SUBNET,
+            "VDIMPORT_POLL_MAX_SECONDS": "0.5",
+            "VDIMPORT_RETRY_BASE_SECONDS": "0.1",
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class StepRun:
+    name: str
+    exit_code: int
+    seconds: float
+    output: str
+    result: dict[str, Any] | None
+
+    @property
+    def cause(self) -> str:
+        """The one-line cause a failed step logged last."""
+        for line in reversed(self.output.splitlines()):
+            if "FAILED: " in line:
+                return line.split("FAILED: ", 1)[1]
+        return f"{self.name} exited {self.exit_code}"
+
+
+@dataclass
+class ImportOutcome:
+    run_id: str
+    state: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runs: list[StepRun] = field(default_factory=list)
+    failed_step: str | None = None
+    error: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.failed_step is None
+
+    @property
+    def report(self) -> dict[str, Any] | None:
+        return self.state.get("report")
+
+
+def run_step(
+    step: str,
+    run_id: str,
+    request: dict[str, Any],
+    state: dict[str, Any],
+    env: dict[str, str],
+    on_output: Callable[[str], None] | None = None,
+) -> StepRun:
+    with tempfile.TemporaryDirectory(prefix="vdimport-step-") as tmp:
+        result_path = Path(tmp) / "return.json"
+        state_path = Path(tmp) / "state.json"
+        state_path.write_text(json.dumps(state))
+        started = time.monotonic()
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vdimport_worker",
+                step,
+                "--run-id",
+                run_id,
+                "--request",
+                json.dumps(request),
+                "--state",
+                f"@{state_path}",
+            ],
+            env={**env, "VDIMPORT_RESULT_PATH": str(result_path)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        lines = []
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if on_output:
+                on_output(line.rstrip("\n"))
+        code = process.wait()
+        result = json.loads(result_path.read_text()) if code == 0 and result_path.exists() else None
+        return StepRun(step, code, time.monotonic() - started, "".join(lines), result)
+
+
+def run_import(
+    emulator: EmulatorHandle,
+    run_id: str,
+    request: dict[str, Any],
+    steps: Sequence[str] = STEP_ORDER,
+    env: dict[str, str] | None = None,
+    on_output: Callable[[str], None] | None = None,
+    state: dict[str, dict[str, Any]] | None = None,
+) -> ImportOutcome:
+    """Run ``steps`` in order; stop at the first failure, then clean up as the DAG would."""
+    environment = env or step_environment(emulator)
+    outcome = ImportOutcome(run_id, dict(state or {}))
+    for step in steps:
+        run = run_step(step, run_id, request, outcome.state, environment, on_output)
+        outcome.runs.append(run)
+        if run.exit_code != 0:
+            outcome.failed_step, outcome.error = step, run.cause
+            launched = STEP_ORDER.index(step) >= STEP_ORDER.index("launch_worker")
+            if launched and step != CLEANUP_STEP and CLEANUP_STEP in steps:
+                outcome.runs.append(run_step(CLEANUP_STEP, run_id, request, outcome.state, environment, on_output))
+            return outcome
+        outcome.state[step] = run.result or {}
+    return outcome
