@@ -25,7 +25,7 @@ format: setup ## apply ruff formatting and safe fixes
 	$(BIN)/ruff format .
 
 typecheck: setup ## mypy on the project's own packages
-	$(BIN)/mypy local/vdimport_local
+	$(BIN)/mypy local/vdimport_local images/worker/vdimport_worker
 
 test: setup lint typecheck ## lint, type-check and run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -34,8 +34,6 @@ test-fast: setup ## the test suite only
 	$(BIN)/python -m pytest -x $(PYTEST_ARGS)
 
 demo: setup ## import a sample disk image end to end in local mode and print the report
-	@echo "make demo: the end-to-end import lands with the step runner (issue 3) and local mode (issue 5)."
-	@echo "Today it starts the OCI emulator and shows its services:"
 	$(BIN)/python -m vdimport_local.demo
 
 clean: ## remove the virtualenvs and caches

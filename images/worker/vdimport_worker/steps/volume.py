@@ -115,6 +115,16 @@ def attach_volume(ctx: StepContext) -> dict[str, Any]:
     return {"attachment_id": attachment.id, "device": attachment.device}
 
 
+def _wait_detached(ctx: StepContext, attachment_id: str, what: str) -> None:
+    wait_for_state(
+        lambda: ctx.clients.compute.get_volume_attachment(attachment_id).data,
+        "DETACHED",
+        what,
+        ctx.config.deadlines.detach,
+        ctx.config.poll_max_seconds,
+    )
+
+
 def detach_volume(ctx: StepContext) -> dict[str, Any]:
     volume_id = _volume_id(ctx)
     compute = ctx.clients.compute
@@ -123,13 +133,7 @@ def detach_volume(ctx: StepContext) -> dict[str, Any]:
         if attachment.lifecycle_state != "DETACHING":
             log.info("Detaching volume %s from %s", volume_id, attachment.device)
             compute.detach_volume(attachment.id)
-        wait_for_state(
-            lambda aid=attachment.id: compute.get_volume_attachment(aid).data,
-            "DETACHED",
-            f"detaching volume {volume_id}",
-            ctx.config.deadlines.detach,
-            ctx.config.poll_max_seconds,
-        )
+        _wait_detached(ctx, attachment.id, f"detaching volume {volume_id}")
         detached.append(attachment.id)
     if not detached:
         log.info("Volume %s is not attached", volume_id)
@@ -161,13 +165,7 @@ def delete_unfinished_volumes(ctx: StepContext) -> list[str]:
             log.warning("Keeping unfinished volume %s (%s) as the request asked", volume.id, volume.display_name)
             continue
         for attachment in _live_attachments(ctx, volume.id):
-            wait_for_state(
-                lambda aid=attachment.id: ctx.clients.compute.get_volume_attachment(aid).data,
-                "DETACHED",
-                f"waiting for volume {volume.id} to detach",
-                ctx.config.deadlines.detach,
-                ctx.config.poll_max_seconds,
-            )
+            _wait_detached(ctx, attachment.id, f"waiting for volume {volume.id} to detach")
         log.info("Deleting unfinished volume %s (%s): the import did not complete", volume.id, volume.display_name)
         ctx.clients.blockstorage.delete_volume(volume.id)
         deleted.append(volume.id)

@@ -152,18 +152,22 @@ def terminate_worker(ctx: StepContext) -> dict[str, Any]:
             ctx.clients.compute.terminate_instance(instance.id, preserve_boot_volume=False)
         terminated.append(instance.id)
     for instance_id in terminated:
-        wait_for_state(
-            lambda iid=instance_id: ctx.clients.compute.get_instance(iid).data,
-            "TERMINATED",
-            f"terminating worker {instance_id}",
-            ctx.config.deadlines.terminate,
-            ctx.config.poll_max_seconds,
-        )
+        _wait_terminated(ctx, instance_id)
         log.info("Worker %s is TERMINATED", instance_id)
     if not terminated:
         log.info("No worker of this run is running")
     deleted = delete_unfinished_volumes(ctx)
     return {"terminated": terminated, "pars_deleted": pars, "volumes_deleted": deleted}
+
+
+def _wait_terminated(ctx: StepContext, instance_id: str) -> None:
+    wait_for_state(
+        lambda: ctx.clients.compute.get_instance(instance_id).data,
+        "TERMINATED",
+        f"terminating worker {instance_id}",
+        ctx.config.deadlines.terminate,
+        ctx.config.poll_max_seconds,
+    )
 
 
 def _delete_pars(ctx: StepContext) -> int:
