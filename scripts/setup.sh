@@ -44,7 +44,10 @@ make_venv() {
     local dir=$1 lock=$2; shift 2
     local stamp="$dir/.vdimport-setup"
     local want
-    want=$(cat "$lock" "$@" 2>/dev/null | sha256sum | cut -d' ' -f1)
+    want=$({
+        cat "$lock"
+        for path in "$@"; do if [ -f "$path" ]; then cat "$path"; fi; done
+    } | sha256sum | cut -d' ' -f1)
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$dir/bin/python" ]; then
         return
     fi
