@@ -6,57 +6,10 @@ import uuid
 from pathlib import Path
 
 import oci
-import pytest
+from emulator_helpers import FAST_WAIT, backing_file, error_of, volume_details
 from oci.core.models import CreateVolumeBackupPolicyAssignmentDetails, CreateVolumeDetails, UpdateVolumeDetails
 
-from vdimport_local.emulator.client import EmulatorHandle
-
-NO_RETRY = oci.retry.NoneRetryStrategy()
 GiB = 1 << 30
-FAST_WAIT = {"max_interval_seconds": 0.1, "max_wait_seconds": 20}
-
-
-@pytest.fixture(autouse=True)
-def _reset(emu: EmulatorHandle) -> None:
-    """Every test starts with instant lifecycles and no faults (the ``emu`` fixture's promise)."""
-
-
-@pytest.fixture(scope="module")
-def storage(emulator: EmulatorHandle) -> oci.core.BlockstorageClient:
-    return emulator.client(oci.core.BlockstorageClient, retry_strategy=NO_RETRY)
-
-
-@pytest.fixture(scope="module")
-def ads(emulator: EmulatorHandle) -> list[str]:
-    return [ad.name for ad in emulator.client(oci.identity.IdentityClient).list_availability_domains(emulator.tenancy).data]
-
-
-@pytest.fixture
-def compartment() -> str:
-    return f"ocid1.compartment.oc1..test{uuid.uuid4().hex}"
-
-
-def details(compartment: str, ad: str, **overrides: object) -> CreateVolumeDetails:
-    values: dict[str, object] = {
-        "availability_domain": ad,
-        "compartment_id": compartment,
-        "size_in_gbs": 50,
-        "vpus_per_gb": 10,
-        "display_name": "disk.qcow2",
-        "freeform_tags": {"vdimport-run": "abc123", "vdimport-role": "volume"},
-    }
-    values.update(overrides)
-    return CreateVolumeDetails(**values)
-
-
-def backing(emu: EmulatorHandle, volume_id: str) -> dict:
-    return dict(emu.admin("GET", f"volumes/{volume_id}"))
-
-
-def error_of(call, *args, **kwargs) -> oci.exceptions.ServiceError:  # type: ignore[no-untyped-def]
-    with pytest.raises(oci.exceptions.ServiceError) as err:
-        call(*args, **kwargs)
-    return err.value
 
 
 def read(path: Path, offset: int, length: int = 4096) -> bytes:
@@ -70,7 +23,7 @@ def test_create_volume_waits_and_gets_a_sparse_file_that_is_not_zero(emu, storag
     composite = oci.core.BlockstorageClientCompositeOperations(storage)
     kms = "ocid1.key.oc1.iad.aaaaaaaaexamplekey"
     volume = composite.create_volume_and_wait_for_state(
-        details(compartment, ads[2], kms_key_id=kms), ["AVAILABLE"], waiter_kwargs=FAST_WAIT
+        volume_details(compartment, ads[2], kms_key_id=kms), ["AVAILABLE"], waiter_kwargs=FAST_WAIT
     ).data
     assert (volume.lifecycle_state, volume.size_in_gbs, volume.size_in_mbs, volume.vpus_per_gb) == ("AVAILABLE", 50, 51200, 10)
     assert (volume.availability_domain, volume.compartment_id, volume.display_name) == (ads[2], compartment, "disk.qcow2")
@@ -80,7 +33,7 @@ def test_create_volume_waits_and_gets_a_sparse_file_that_is_not_zero(emu, storag
     states = [e["state"] for e in emu.history("volume") if e["id"] == volume.id]
     assert states == ["PROVISIONING", "AVAILABLE"]
 
-    info = backing(emu, volume.id)
+    info = emu.admin("GET", f"volumes/{volume.id}")
     assert (info["id"], info["sizeInGBs"], info["lifecycleState"]) == (volume.id, 50, "AVAILABLE")
     path = Path(info["path"])
     assert (path.parent.name, path.name) == ("volumes", f"{volume.id}.img")
@@ -106,11 +59,11 @@ def test_volume_sizes_and_performance_are_validated(storage, ads, compartment) -
         ({"kms_key_id": "not-a-key"}, "InvalidParameter"),
     ]
     for overrides, code in cases:
-        err = error_of(storage.create_volume, details(compartment, ads[0], **overrides))
+        err = error_of(storage.create_volume, volume_details(compartment, ads[0], **overrides))
         assert (err.status, err.code) == (400, code), overrides
     assert storage.list_volumes(compartment_id=compartment).data == []
     for size, vpus in ((50, 0), (100, 120)):
-        volume = storage.create_volume(details(compartment, ads[0], size_in_gbs=size, vpus_per_gb=vpus)).data
+        volume = storage.create_volume(volume_details(compartment, ads[0], size_in_gbs=size, vpus_per_gb=vpus)).data
         assert (volume.size_in_gbs, volume.vpus_per_gb) == (size, vpus)
 
 
@@ -121,8 +74,8 @@ def test_default_size_and_performance(storage, ads, compartment) -> None:
 
 
 def test_update_volume(emu, storage, ads, compartment) -> None:
-    vid = storage.create_volume(details(compartment, ads[0])).data.id
-    path = Path(backing(emu, vid)["path"])
+    vid = storage.create_volume(volume_details(compartment, ads[0])).data.id
+    path = backing_file(emu, vid)
     renamed = storage.update_volume(vid, UpdateVolumeDetails(display_name="renamed", freeform_tags={"a": "b"})).data
     assert (renamed.display_name, renamed.freeform_tags, renamed.lifecycle_state) == ("renamed", {"a": "b"}, "AVAILABLE")
 
@@ -145,8 +98,8 @@ def test_update_volume(emu, storage, ads, compartment) -> None:
 
 
 def test_delete_volume_removes_the_backing_file(emu, storage, ads, compartment) -> None:
-    vid = storage.create_volume(details(compartment, ads[0])).data.id
-    path = Path(backing(emu, vid)["path"])
+    vid = storage.create_volume(volume_details(compartment, ads[0])).data.id
+    path = backing_file(emu, vid)
     assert path.exists()
     composite = oci.core.BlockstorageClientCompositeOperations(storage)
     gone = composite.delete_volume_and_wait_for_state(vid, ["TERMINATED"], waiter_kwargs=dict(FAST_WAIT))
@@ -158,7 +111,10 @@ def test_delete_volume_removes_the_backing_file(emu, storage, ads, compartment) 
 
 
 def test_list_volumes_filters_and_pages(storage, ads, compartment) -> None:
-    made = [storage.create_volume(details(compartment, ad, display_name=f"v{n}")).data.id for n, ad in enumerate([ads[0], ads[1], ads[1]])]
+    made = [
+        storage.create_volume(volume_details(compartment, ad, display_name=f"v{n}")).data.id
+        for n, ad in enumerate([ads[0], ads[1], ads[1]])
+    ]
     page1 = storage.list_volumes(compartment_id=compartment, limit=2)
     assert len(page1.data) == 2 and page1.has_next_page
     everything = oci.pagination.list_call_get_all_results(storage.list_volumes, compartment_id=compartment, limit=2).data
@@ -172,15 +128,22 @@ def test_list_volumes_filters_and_pages(storage, ads, compartment) -> None:
     assert (err.status, err.code) == (400, "MissingParameter")
 
 
+def test_display_name_sort_is_case_sensitive(storage, ads, compartment) -> None:
+    for name in ("b", "B", "a"):
+        storage.create_volume(volume_details(compartment, ads[0], display_name=name))
+    by_name = storage.list_volumes(compartment_id=compartment, sort_by="DISPLAYNAME").data
+    assert [v.display_name for v in by_name] == ["B", "a", "b"]  # as OCI documents: uppercase first
+
+
 def test_create_volume_retry_token_and_faults(emu, storage, ads, compartment) -> None:
     token = uuid.uuid4().hex
-    first = storage.create_volume(details(compartment, ads[0]), opc_retry_token=token).data
-    assert storage.create_volume(details(compartment, ads[0]), opc_retry_token=token).data.id == first.id
-    assert error_of(storage.create_volume, details(compartment, ads[0], size_in_gbs=51), opc_retry_token=token).status == 409
+    first = storage.create_volume(volume_details(compartment, ads[0]), opc_retry_token=token).data
+    assert storage.create_volume(volume_details(compartment, ads[0]), opc_retry_token=token).data.id == first.id
+    assert error_of(storage.create_volume, volume_details(compartment, ads[0], size_in_gbs=51), opc_retry_token=token).status == 409
     emu.fault("CreateVolume", status=503)
-    err = error_of(storage.create_volume, details(compartment, ads[0]))
+    err = error_of(storage.create_volume, volume_details(compartment, ads[0]))
     assert (err.status, err.code) == (503, "ServiceUnavailable")
-    storage.create_volume(details(compartment, ads[0]))
+    storage.create_volume(volume_details(compartment, ads[0]))
     assert len(storage.list_volumes(compartment_id=compartment).data) == 2
     files = [
         p
@@ -206,7 +169,7 @@ def test_oracle_backup_policies(storage) -> None:
 
 def test_backup_policy_assignment(storage, ads, compartment) -> None:
     policies = {p.display_name: p.id for p in storage.list_volume_backup_policies().data}
-    vid = storage.create_volume(details(compartment, ads[0])).data.id
+    vid = storage.create_volume(volume_details(compartment, ads[0])).data.id
     assert storage.get_volume_backup_policy_asset_assignment(vid).data == []
 
     assignment = storage.create_volume_backup_policy_assignment(

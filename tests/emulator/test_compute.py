@@ -4,97 +4,25 @@ from __future__ import annotations
 
 import base64
 import uuid
-from pathlib import Path
 
 import oci
 import pytest
+from emulator_helpers import FAST_WAIT, NO_RETRY, SUBNET, error_of, instance_home, launch_details, volume_details
 from oci.core.models import (
     AttachParavirtualizedVolumeDetails,
     CreateVnicDetails,
-    CreateVolumeDetails,
-    InstanceAgentPluginConfigDetails,
     InstanceSourceViaImageDetails,
-    LaunchInstanceAgentConfigDetails,
-    LaunchInstanceDetails,
     LaunchInstanceShapeConfigDetails,
 )
 
-from vdimport_local.emulator.client import EmulatorHandle
-
-NO_RETRY = oci.retry.NoneRetryStrategy()
-SUBNET = "ocid1.subnet.oc1.iad.aaaaaaaaemulatortestsubnet"
-FAST_WAIT = {"max_interval_seconds": 0.1, "max_wait_seconds": 20}
-
-
-@pytest.fixture(autouse=True)
-def _reset(emu: EmulatorHandle) -> None:
-    """Every test starts with instant lifecycles and no faults (the ``emu`` fixture's promise)."""
-
-
-@pytest.fixture(scope="module")
-def compute(emulator: EmulatorHandle) -> oci.core.ComputeClient:
-    """Clients are costly to build (key loading), so one per module."""
-    return emulator.client(oci.core.ComputeClient, retry_strategy=NO_RETRY)
-
-
-@pytest.fixture(scope="module")
-def storage(emulator: EmulatorHandle) -> oci.core.BlockstorageClient:
-    return emulator.client(oci.core.BlockstorageClient, retry_strategy=NO_RETRY)
-
-
-@pytest.fixture(scope="module")
-def ads(emulator: EmulatorHandle) -> list[str]:
-    return [ad.name for ad in emulator.client(oci.identity.IdentityClient).list_availability_domains(emulator.tenancy).data]
-
-
-@pytest.fixture
-def compartment() -> str:
-    """A compartment of the test's own, so listings only see what the test made."""
-    return f"ocid1.compartment.oc1..test{uuid.uuid4().hex}"
-
-
-@pytest.fixture(scope="module")
-def image_id(compute: oci.core.ComputeClient, emulator: EmulatorHandle) -> str:
-    images = compute.list_images(
-        emulator.tenancy, operating_system="Oracle Linux", operating_system_version="9", shape="VM.Standard.E4.Flex"
-    ).data
-    assert images and all(i.operating_system == "Oracle Linux" for i in images)
-    return str(images[0].id)
-
-
-def launch_details(compartment: str, ad: str, image: str, **overrides: object) -> LaunchInstanceDetails:
-    values: dict[str, object] = {
-        "availability_domain": ad,
-        "compartment_id": compartment,
-        "shape": "VM.Standard.E4.Flex",
-        "shape_config": LaunchInstanceShapeConfigDetails(ocpus=2, memory_in_gbs=32),
-        "source_details": InstanceSourceViaImageDetails(image_id=image, boot_volume_size_in_gbs=60),
-        "create_vnic_details": CreateVnicDetails(subnet_id=SUBNET, assign_public_ip=False),
-        "metadata": {"user_data": base64.b64encode(b"#cloud-config\npackages: [qemu-img]\n").decode()},
-        "agent_config": LaunchInstanceAgentConfigDetails(
-            plugins_config=[InstanceAgentPluginConfigDetails(name="Compute Instance Run Command", desired_state="ENABLED")]
-        ),
-        "display_name": "vdimport-worker-test",
-        "freeform_tags": {"vdimport-run": "abc123", "vdimport-role": "worker"},
-    }
-    values.update(overrides)
-    return LaunchInstanceDetails(**values)
-
 
 def new_volume(storage: oci.core.BlockstorageClient, compartment: str, ad: str, name: str = "vol") -> str:
-    details = CreateVolumeDetails(availability_domain=ad, compartment_id=compartment, size_in_gbs=50, display_name=name)
-    return str(storage.create_volume(details).data.id)
+    return str(storage.create_volume(volume_details(compartment, ad, display_name=name)).data.id)
 
 
 def attach(compute: oci.core.ComputeClient, instance_id: str, volume_id: str, **kw: object) -> oci.core.models.VolumeAttachment:
     details = AttachParavirtualizedVolumeDetails(instance_id=instance_id, volume_id=volume_id, **kw)
     return compute.attach_volume(details).data
-
-
-def error_of(call, *args, **kwargs) -> oci.exceptions.ServiceError:  # type: ignore[no-untyped-def]
-    with pytest.raises(oci.exceptions.ServiceError) as err:
-        call(*args, **kwargs)
-    return err.value
 
 
 # --- instances -------------------------------------------------------------------------
@@ -119,7 +47,7 @@ def test_instance_and_attachment_lifecycles_through_waiters(emu, compute, storag
     assert [(p.name, p.desired_state) for p in running.agent_config.plugins_config] == [("Compute Instance Run Command", "ENABLED")]
     assert running.freeform_tags == {"vdimport-run": "abc123", "vdimport-role": "worker"}
     assert running.display_name == "vdimport-worker-test"
-    assert (emu.data_dir / "instances" / iid / "home").is_dir()
+    assert instance_home(emu, iid).is_dir()
     oci.wait_until(storage, storage.get_volume(vid), "lifecycle_state", "AVAILABLE", **FAST_WAIT)
 
     composite = oci.core.ComputeClientCompositeOperations(compute)
@@ -255,8 +183,8 @@ def test_capacity_fault_in_one_ad_only(emu, compute, ads, compartment, image_id)
     assert [i.id for i in compute.list_instances(compartment).data] == [ok.id]
 
 
-def test_instance_actions(compute, ads, compartment, image_id) -> None:
-    iid = compute.launch_instance(launch_details(compartment, ads[0], image_id)).data.id
+def test_instance_actions(compute, launch) -> None:
+    iid = launch()
     assert compute.instance_action(iid, "STOP").data.lifecycle_state == "STOPPED"
     assert compute.instance_action(iid, "STOP").data.lifecycle_state == "STOPPED"  # already there: no-op
     assert compute.instance_action(iid, "START").data.lifecycle_state == "RUNNING"
@@ -269,8 +197,8 @@ def test_instance_actions(compute, ads, compartment, image_id) -> None:
     assert (err.status, err.code) == (409, "IncorrectState")
 
 
-def test_vnic_and_instance_devices(emu, compute, storage, ads, compartment, image_id) -> None:
-    iid = compute.launch_instance(launch_details(compartment, ads[0], image_id)).data.id
+def test_vnic_and_instance_devices(emu, compute, storage, ads, compartment, launch) -> None:
+    iid = launch()
     vnic_atts = compute.list_vnic_attachments(compartment, instance_id=iid).data
     assert len(vnic_atts) == 1
     assert (vnic_atts[0].lifecycle_state, vnic_atts[0].subnet_id) == ("ATTACHED", SUBNET)
@@ -300,9 +228,9 @@ def test_images(compute, emu, image_id) -> None:
 
 
 # --- volume attachments ----------------------------------------------------------------
-def test_attach_detach_work_request_composites(compute, storage, ads, compartment, image_id) -> None:
+def test_attach_detach_work_request_composites(compute, storage, ads, compartment, launch) -> None:
     composite = oci.core.ComputeClientCompositeOperations(compute)
-    iid = compute.launch_instance(launch_details(compartment, ads[0], image_id)).data.id
+    iid = launch()
     vid = new_volume(storage, compartment, ads[0])
     details = AttachParavirtualizedVolumeDetails(instance_id=iid, volume_id=vid)
     wr = composite.attach_volume_and_wait_for_work_request(details, waiter_kwargs=FAST_WAIT).data
@@ -314,10 +242,10 @@ def test_attach_detach_work_request_composites(compute, storage, ads, compartmen
     assert compute.get_volume_attachment(att_id).data.lifecycle_state == "DETACHED"
 
 
-def test_attach_conflicts(compute, storage, ads, compartment, image_id) -> None:
-    first = compute.launch_instance(launch_details(compartment, ads[0], image_id)).data.id
-    second = compute.launch_instance(launch_details(compartment, ads[0], image_id)).data.id
-    elsewhere = compute.launch_instance(launch_details(compartment, ads[1], image_id)).data.id
+def test_attach_conflicts(compute, storage, ads, compartment, launch) -> None:
+    first = launch()
+    second = launch()
+    elsewhere = launch(ads[1])
     vol_a = new_volume(storage, compartment, ads[0], "a")
     vol_b = new_volume(storage, compartment, ads[0], "b")
 
@@ -346,17 +274,17 @@ def test_attach_conflicts(compute, storage, ads, compartment, image_id) -> None:
     assert attach(compute, second, vol_a).device == "/dev/oracleoci/oraclevdb"
 
 
-def test_shareable_volumes_attach_to_several_instances(compute, storage, ads, compartment, image_id) -> None:
-    first = compute.launch_instance(launch_details(compartment, ads[0], image_id)).data.id
-    second = compute.launch_instance(launch_details(compartment, ads[0], image_id)).data.id
+def test_shareable_volumes_attach_to_several_instances(compute, storage, ads, compartment, launch) -> None:
+    first = launch()
+    second = launch()
     vid = new_volume(storage, compartment, ads[0])
     attach(compute, first, vid, is_shareable=True)
     assert error_of(attach, compute, second, vid).status == 409  # the new one must be shareable too
     assert attach(compute, second, vid, is_shareable=True).lifecycle_state == "ATTACHED"
 
 
-def test_list_volume_attachments(compute, storage, ads, compartment, image_id) -> None:
-    iid = compute.launch_instance(launch_details(compartment, ads[0], image_id)).data.id
+def test_list_volume_attachments(compute, storage, ads, compartment, launch) -> None:
+    iid = launch()
     vols = [new_volume(storage, compartment, ads[0], f"v{n}") for n in range(3)]
     atts = [attach(compute, iid, v) for v in vols]
     listed = oci.pagination.list_call_get_all_results(compute.list_volume_attachments, compartment, limit=2).data
@@ -369,8 +297,8 @@ def test_list_volume_attachments(compute, storage, ads, compartment, image_id) -
     assert (err.status, err.code) == (400, "MissingParameter")
 
 
-def test_iscsi_attachment(compute, storage, ads, compartment, image_id) -> None:
-    iid = compute.launch_instance(launch_details(compartment, ads[0], image_id)).data.id
+def test_iscsi_attachment(compute, storage, ads, compartment, launch) -> None:
+    iid = launch()
     details = oci.core.models.AttachIScsiVolumeDetails(instance_id=iid, volume_id=new_volume(storage, compartment, ads[0]))
     att = compute.attach_volume(details).data
     assert isinstance(att, oci.core.models.IScsiVolumeAttachment)
@@ -378,8 +306,8 @@ def test_iscsi_attachment(compute, storage, ads, compartment, image_id) -> None:
     assert att.iqn.startswith("iqn.")
 
 
-def test_terminate_detaches_volumes(emu, compute, storage, ads, compartment, image_id) -> None:
-    iid = compute.launch_instance(launch_details(compartment, ads[0], image_id)).data.id
+def test_terminate_detaches_volumes(emu, compute, storage, ads, compartment, launch) -> None:
+    iid = launch()
     vid = new_volume(storage, compartment, ads[0])
     att = attach(compute, iid, vid)
     compute.terminate_instance(iid)
@@ -394,8 +322,8 @@ def test_terminate_detaches_volumes(emu, compute, storage, ads, compartment, ima
     assert storage.get_volume(vid).data.lifecycle_state == "TERMINATED"
 
 
-def test_out_of_band_terminate(emu, compute, storage, ads, compartment, image_id) -> None:
-    iid = compute.launch_instance(launch_details(compartment, ads[0], image_id)).data.id
+def test_out_of_band_terminate(emu, compute, storage, ads, compartment, launch) -> None:
+    iid = launch()
     att = attach(compute, iid, new_volume(storage, compartment, ads[0]))
     seen = emu.admin("POST", f"instances/{iid}/terminate")
     assert seen["id"] == iid
@@ -404,10 +332,10 @@ def test_out_of_band_terminate(emu, compute, storage, ads, compartment, image_id
     assert not [c for c in emu.calls("TerminateInstance") if iid in c["path"]]
 
 
-def test_if_match_guards_terminate(compute, ads, compartment, image_id) -> None:
-    iid = compute.launch_instance(launch_details(compartment, ads[0], image_id)).data.id
+def test_if_match_guards_terminate(compute, launch) -> None:
+    iid = launch()
     err = error_of(compute.terminate_instance, iid, if_match="stale")
-    assert err.status == 412
+    assert (err.status, err.code) == (412, "NoEtagMatch")
     compute.terminate_instance(iid, if_match=compute.get_instance(iid).headers["etag"])
     assert compute.get_instance(iid).data.lifecycle_state == "TERMINATED"
 
@@ -418,9 +346,8 @@ def test_unknown_instance_is_404(compute) -> None:
     assert error_of(compute.terminate_instance, "ocid1.instance.oc1.iad.nope").status == 404
 
 
-def test_home_directory_is_inside_the_data_dir(emu, compute, ads, compartment, image_id) -> None:
-    iid = compute.launch_instance(launch_details(compartment, ads[0], image_id)).data.id
+def test_home_directory_is_inside_the_data_dir(emu, launch) -> None:
+    iid = launch()
     (instance,) = [r for r in emu.resources("instance") if r["id"] == iid]
     assert "_home" not in instance  # private keys never leave the emulator
-    home = Path(emu.data_dir) / "instances" / iid / "home"
-    assert home.is_dir()
+    assert instance_home(emu, iid).is_dir()

@@ -8,11 +8,11 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import oci
 import pytest
+from emulator_helpers import error_of
 from oci.object_storage import ObjectStorageClient, UploadManager
 from oci.object_storage.models import (
     CommitMultipartUploadDetails,
@@ -24,51 +24,9 @@ from oci.object_storage.models import (
 
 from vdimport_local.emulator.client import EmulatorHandle
 
-NO_RETRY = oci.retry.NoneRetryStrategy()
-REPO = Path(__file__).resolve().parents[2]
-
-
-def oci_cli() -> str | None:
-    found = shutil.which("oci")
-    if found:
-        return found
-    local = REPO / ".venv-cli" / "bin" / "oci"
-    return str(local) if local.exists() else None
-
 
 def md5_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()
-
-
-@pytest.fixture
-def osc(emu: EmulatorHandle) -> ObjectStorageClient:
-    return emu.client(ObjectStorageClient, retry_strategy=NO_RETRY)
-
-
-@pytest.fixture
-def ns(osc: ObjectStorageClient) -> str:
-    return str(osc.get_namespace().data)
-
-
-@pytest.fixture
-def bucket(emu: EmulatorHandle, osc: ObjectStorageClient, ns: str) -> Iterator[str]:
-    """A fresh bucket, emptied and deleted afterwards."""
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    osc.create_bucket(ns, CreateBucketDetails(name=name, compartment_id=emu.tenancy))
-    yield name
-    for upload in osc.list_multipart_uploads(ns, name).data:
-        osc.abort_multipart_upload(ns, name, upload.object, upload.upload_id)
-    for obj in oci.pagination.list_call_get_all_results_generator(osc.list_objects, "record", ns, name):
-        osc.delete_object(ns, name, obj.name)
-    for par in osc.list_preauthenticated_requests(ns, name).data:
-        osc.delete_preauthenticated_request(ns, name, par.id)
-    osc.delete_bucket(ns, name)
-
-
-def service_error(call, *args, **kwargs) -> oci.exceptions.ServiceError:  # type: ignore[no-untyped-def]
-    with pytest.raises(oci.exceptions.ServiceError) as err:
-        call(*args, **kwargs)
-    return err.value
 
 
 # --- namespace and buckets ---------------------------------------------------------------------
@@ -77,9 +35,9 @@ def test_namespace_and_its_metadata(emu: EmulatorHandle, osc: ObjectStorageClien
     assert namespace == emu.admin("GET", "health")["namespace"]
     meta = osc.get_namespace_metadata(namespace).data
     assert (meta.namespace, meta.default_s3_compartment_id) == (namespace, emu.tenancy)
-    err = service_error(osc.get_namespace_metadata, "someoneelse")
+    err = error_of(osc.get_namespace_metadata, "someoneelse")
     assert (err.status, err.code) == (404, "NamespaceNotFound")
-    err = service_error(osc.list_objects, "someoneelse", "any-bucket")
+    err = error_of(osc.list_objects, "someoneelse", "any-bucket")
     assert err.status == 404
 
 
@@ -96,9 +54,9 @@ def test_bucket_create_get_update_list_delete(emu: EmulatorHandle, osc: ObjectSt
     assert got.data.compartment_id == compartment and got.data.freeform_tags == {"k": "v"}
     assert osc.head_bucket(ns, names[0]).headers["etag"] == got.data.etag
 
-    err = service_error(osc.create_bucket, ns, CreateBucketDetails(name=names[0], compartment_id=compartment))
+    err = error_of(osc.create_bucket, ns, CreateBucketDetails(name=names[0], compartment_id=compartment))
     assert (err.status, err.code) == (409, "BucketAlreadyExists")
-    err = service_error(osc.create_bucket, ns, CreateBucketDetails(name="bad/name", compartment_id=compartment))
+    err = error_of(osc.create_bucket, ns, CreateBucketDetails(name="bad/name", compartment_id=compartment))
     assert err.status == 400
 
     updated = osc.update_bucket(ns, names[0], UpdateBucketDetails(object_events_enabled=True))
@@ -116,12 +74,12 @@ def test_bucket_create_get_update_list_delete(emu: EmulatorHandle, osc: ObjectSt
     assert [b.name for b in everything] == names
 
     osc.put_object(ns, names[0], "keep", b"x")
-    err = service_error(osc.delete_bucket, ns, names[0])
+    err = error_of(osc.delete_bucket, ns, names[0])
     assert (err.status, err.code) == (409, "BucketNotEmpty")
     osc.delete_object(ns, names[0], "keep")
     for name in names:
         assert osc.delete_bucket(ns, name).status == 204
-    err = service_error(osc.get_bucket, ns, names[0])
+    err = error_of(osc.get_bucket, ns, names[0])
     assert (err.status, err.code) == (404, "BucketNotFound")
     assert osc.list_buckets(ns, compartment).data == []
 
@@ -166,9 +124,9 @@ def test_put_get_head_round_trip_with_metadata(osc: ObjectStorageClient, ns: str
     assert osc.get_object(ns, bucket, "dir/disk.qcow2").data.content == b"new content"
     assert "opc-meta-ad_number" not in osc.head_object(ns, bucket, "dir/disk.qcow2").headers
 
-    err = service_error(osc.get_object, ns, bucket, "missing")
+    err = error_of(osc.get_object, ns, bucket, "missing")
     assert (err.status, err.code) == (404, "ObjectNotFound")
-    assert service_error(osc.head_object, ns, bucket, "missing").status == 404
+    assert error_of(osc.head_object, ns, bucket, "missing").status == 404
 
 
 def test_range_reads_and_unsatisfiable_range(osc: ObjectStorageClient, ns: str, bucket: str) -> None:
@@ -189,33 +147,33 @@ def test_range_reads_and_unsatisfiable_range(osc: ObjectStorageClient, ns: str, 
         assert got.headers["content-range"] == f"bytes {first}-{first + len(expected) - 1}/{len(body)}"
         assert int(got.headers["content-length"]) == len(expected)
         assert "content-md5" not in got.headers  # no whole-object checksum on a part
-    err = service_error(osc.get_object, ns, bucket, "r", range=f"bytes={len(body)}-")
+    err = error_of(osc.get_object, ns, bucket, "r", range=f"bytes={len(body)}-")
     assert (err.status, err.code) == (416, "InvalidRange")
     assert err.headers["content-range"] == f"bytes */{len(body)}"
     osc.put_object(ns, bucket, "empty", b"")
-    assert service_error(osc.get_object, ns, bucket, "empty", range="bytes=0-").status == 416
+    assert error_of(osc.get_object, ns, bucket, "empty", range="bytes=0-").status == 416
     assert osc.get_object(ns, bucket, "empty").data.content == b""
 
 
 def test_content_md5_mismatch_is_rejected_and_stores_nothing(osc: ObjectStorageClient, ns: str, bucket: str) -> None:
-    err = service_error(osc.put_object, ns, bucket, "bad", b"payload", content_md5=md5_b64(b"other"))
+    err = error_of(osc.put_object, ns, bucket, "bad", b"payload", content_md5=md5_b64(b"other"))
     assert (err.status, err.code) == (400, "UnmatchedContentMD5")
     assert md5_b64(b"payload") in err.message
-    assert service_error(osc.head_object, ns, bucket, "bad").status == 404
+    assert error_of(osc.head_object, ns, bucket, "bad").status == 404
     ok = osc.put_object(ns, bucket, "good", b"payload", content_md5=md5_b64(b"payload"))
     assert ok.headers["opc-content-md5"] == md5_b64(b"payload")
 
 
 def test_conditional_writes_and_reads(osc: ObjectStorageClient, ns: str, bucket: str) -> None:
     first = osc.put_object(ns, bucket, "c", b"one", if_none_match="*")
-    err = service_error(osc.put_object, ns, bucket, "c", b"two", if_none_match="*")
+    err = error_of(osc.put_object, ns, bucket, "c", b"two", if_none_match="*")
     assert (err.status, err.code) == (412, "IfNoneMatchFailed")
-    err = service_error(osc.put_object, ns, bucket, "c", b"two", if_match=str(uuid.uuid4()))
+    err = error_of(osc.put_object, ns, bucket, "c", b"two", if_match=str(uuid.uuid4()))
     assert (err.status, err.code) == (412, "IfMatchFailed")
     second = osc.put_object(ns, bucket, "c", b"two", if_match=first.headers["etag"])
     assert osc.get_object(ns, bucket, "c").data.content == b"two"
-    assert service_error(osc.get_object, ns, bucket, "c", if_none_match=second.headers["etag"]).status == 304  # the SDK raises on 304
-    err = service_error(osc.delete_object, ns, bucket, "c", if_match=first.headers["etag"])
+    assert error_of(osc.get_object, ns, bucket, "c", if_none_match=second.headers["etag"]).status == 304  # the SDK raises on 304
+    err = error_of(osc.delete_object, ns, bucket, "c", if_match=first.headers["etag"])
     assert err.status == 412
     assert osc.delete_object(ns, bucket, "c", if_match=second.headers["etag"]).status == 204
 
@@ -252,14 +210,14 @@ def test_list_objects_pages_prefixes_and_fields(osc: ObjectStorageClient, ns: st
     assert grouped.prefixes == ["b/", "c/"]
     first = osc.list_objects(ns, bucket, delimiter="/", limit=2).data
     assert ([o.name for o in first.objects], first.prefixes, first.next_start_with) == (["a.txt"], ["b/"], "c/x/y")
-    assert service_error(osc.list_objects, ns, bucket, limit=5000).status == 400
+    assert error_of(osc.list_objects, ns, bucket, limit=5000).status == 400
 
 
 def test_delete_object(osc: ObjectStorageClient, ns: str, bucket: str) -> None:
     osc.put_object(ns, bucket, "gone", b"x")
     assert osc.delete_object(ns, bucket, "gone").status == 204
-    assert service_error(osc.get_object, ns, bucket, "gone").code == "ObjectNotFound"
-    assert service_error(osc.delete_object, ns, bucket, "gone").status == 404
+    assert error_of(osc.get_object, ns, bucket, "gone").code == "ObjectNotFound"
+    assert error_of(osc.delete_object, ns, bucket, "gone").status == 404
     assert osc.list_objects(ns, bucket).data.objects == []
 
 
@@ -326,26 +284,26 @@ def test_multipart_low_level_checks_and_abort(osc: ObjectStorageClient, ns: str,
     second = osc.upload_part(ns, bucket, "parts.bin", uid, 2, b"BBBB")
     first = osc.upload_part(ns, bucket, "parts.bin", uid, 1, b"AAA", content_md5=md5_b64(b"AAA"))
     assert first.headers["opc-content-md5"] == md5_b64(b"AAA")
-    assert service_error(osc.upload_part, ns, bucket, "parts.bin", uid, 0, b"x").status == 400
-    assert service_error(osc.upload_part, ns, bucket, "parts.bin", uid, 10001, b"x").status == 400
-    assert service_error(osc.upload_part, ns, bucket, "parts.bin", uid, 3, b"x", content_md5=md5_b64(b"y")).code == "UnmatchedContentMD5"
-    assert service_error(osc.upload_part, ns, bucket, "other-name", uid, 1, b"x").status == 404
+    assert error_of(osc.upload_part, ns, bucket, "parts.bin", uid, 0, b"x").status == 400
+    assert error_of(osc.upload_part, ns, bucket, "parts.bin", uid, 10001, b"x").status == 400
+    assert error_of(osc.upload_part, ns, bucket, "parts.bin", uid, 3, b"x", content_md5=md5_b64(b"y")).code == "UnmatchedContentMD5"
+    assert error_of(osc.upload_part, ns, bucket, "other-name", uid, 1, b"x").status == 404
 
     parts = osc.list_multipart_upload_parts(ns, bucket, "parts.bin", uid).data
     assert [(p.part_number, p.size, p.etag) for p in parts] == [(1, 3, first.headers["etag"]), (2, 4, second.headers["etag"])]
     assert [u.upload_id for u in osc.list_multipart_uploads(ns, bucket).data] == [uid]
 
     bad = CommitMultipartUploadDetails(parts_to_commit=[CommitMultipartUploadPartDetails(part_num=1, etag=str(uuid.uuid4()))])
-    assert service_error(osc.commit_multipart_upload, ns, bucket, "parts.bin", uid, bad).status == 400
+    assert error_of(osc.commit_multipart_upload, ns, bucket, "parts.bin", uid, bad).status == 400
     missing = CommitMultipartUploadDetails(parts_to_commit=[CommitMultipartUploadPartDetails(part_num=5, etag=first.headers["etag"])])
-    assert service_error(osc.commit_multipart_upload, ns, bucket, "parts.bin", uid, missing).status == 400
-    assert service_error(osc.delete_bucket, ns, bucket).code == "BucketNotEmpty"
+    assert error_of(osc.commit_multipart_upload, ns, bucket, "parts.bin", uid, missing).status == 400
+    assert error_of(osc.delete_bucket, ns, bucket).code == "BucketNotEmpty"
 
     assert osc.abort_multipart_upload(ns, bucket, "parts.bin", uid).status == 204
     assert osc.list_multipart_uploads(ns, bucket).data == []
-    assert service_error(osc.list_multipart_upload_parts, ns, bucket, "parts.bin", uid).status == 404
-    assert service_error(osc.upload_part, ns, bucket, "parts.bin", uid, 1, b"x").status == 404
-    assert service_error(osc.head_object, ns, bucket, "parts.bin").status == 404
+    assert error_of(osc.list_multipart_upload_parts, ns, bucket, "parts.bin", uid).status == 404
+    assert error_of(osc.upload_part, ns, bucket, "parts.bin", uid, 1, b"x").status == 404
+    assert error_of(osc.head_object, ns, bucket, "parts.bin").status == 404
 
     again = osc.create_multipart_upload(ns, bucket, CreateMultipartUploadDetails(object="parts.bin", metadata={"opc-meta-x": "1"})).data
     tags = [
@@ -363,11 +321,11 @@ def test_multipart_low_level_checks_and_abort(osc: ObjectStorageClient, ns: str,
 
 
 # --- the CLI ------------------------------------------------------------------------------------
-@pytest.mark.skipif(oci_cli() is None, reason="oci CLI not installed")
+@pytest.mark.skipif(shutil.which("oci") is None, reason="oci CLI not installed")  # tests/conftest.py puts .venv-cli on PATH
 def test_cli_object_put_and_get(emu: EmulatorHandle, osc: ObjectStorageClient, ns: str, bucket: str, tmp_path: Path) -> None:
     source = tmp_path / "in.vmdk"
     source.write_bytes(os.urandom(200_000))
-    base = [str(oci_cli()), "--config-file", str(emu.config_path), "--endpoint", emu.endpoint, "os", "object"]
+    base = ["oci", "--config-file", str(emu.config_path), "--endpoint", emu.endpoint, "os", "object"]
     env = dict(os.environ, SUPPRESS_LABEL_WARNING="True", OCI_CLI_SUPPRESS_FILE_PERMISSIONS_WARNING="True")
     put = subprocess.run(
         [*base, "put", "-bn", bucket, "--name", "my disk.vmdk", "--file", str(source), "--metadata", '{"ad_number":"2"}'],

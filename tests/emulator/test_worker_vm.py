@@ -8,37 +8,26 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import oci
 import pytest
-from oci.compute_instance_agent.models import (
-    CreateInstanceAgentCommandDetails,
-    InstanceAgentCommandContent,
-    InstanceAgentCommandSourceViaTextDetails,
-    InstanceAgentCommandTarget,
+from emulator_helpers import (
+    FAST_WAIT,
+    HEARTBEAT,
+    assert_stopped,
+    backing_file,
+    command_details,
+    instance_home,
+    volume_details,
+    wait_for_execution,
 )
-from oci.core.models import (
-    AttachParavirtualizedVolumeDetails,
-    CreateVnicDetails,
-    CreateVolumeDetails,
-    InstanceAgentPluginConfigDetails,
-    InstanceSourceViaImageDetails,
-    LaunchInstanceAgentConfigDetails,
-    LaunchInstanceDetails,
-    LaunchInstanceShapeConfigDetails,
-)
+from oci.core.models import AttachParavirtualizedVolumeDetails
 
 from vdimport_local.emulator.client import EmulatorHandle
 
-NO_RETRY = oci.retry.NoneRetryStrategy()
-SUBNET = "ocid1.subnet.oc1.iad.aaaaaaaaemulatortestsubnet"
 MiB = 1 << 20
-FAST = {"max_interval_seconds": 0.1, "max_wait_seconds": 20}
 ALLOWED_ENV = {"PATH", "HOME", "USER", "LANG", "PWD", "SHLVL", "_"}
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="loop devices need root")
@@ -47,80 +36,39 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="loop devices need roo
 class VM:
     """One worker VM of the emulator, driven through the SDK the way the step runner does."""
 
-    def __init__(self, emu: EmulatorHandle):
-        self.emu = emu
-        self.compartment = f"ocid1.compartment.oc1..test{uuid.uuid4().hex}"
-        self.compute = emu.client(oci.core.ComputeClient, retry_strategy=NO_RETRY)
-        self.storage = emu.client(oci.core.BlockstorageClient, retry_strategy=NO_RETRY)
-        self.agent = emu.client(oci.compute_instance_agent.ComputeInstanceAgentClient, retry_strategy=NO_RETRY)
-        self.ad = emu.client(oci.identity.IdentityClient).list_availability_domains(emu.tenancy).data[0].name
-        image = self.compute.list_images(emu.tenancy, operating_system="Oracle Linux", shape="VM.Standard.E4.Flex").data[0].id
-        launch = LaunchInstanceDetails(
-            availability_domain=self.ad,
-            compartment_id=self.compartment,
-            shape="VM.Standard.E4.Flex",
-            shape_config=LaunchInstanceShapeConfigDetails(ocpus=2, memory_in_gbs=32),
-            source_details=InstanceSourceViaImageDetails(image_id=image),
-            create_vnic_details=CreateVnicDetails(subnet_id=SUBNET, assign_public_ip=False),
-            agent_config=LaunchInstanceAgentConfigDetails(
-                plugins_config=[InstanceAgentPluginConfigDetails(name="Compute Instance Run Command", desired_state="ENABLED")]
-            ),
-        )
-        self.id = str(self.compute.launch_instance(launch).data.id)
-        oci.wait_until(self.compute, self.compute.get_instance(self.id), "lifecycle_state", "RUNNING", **FAST)
+    def __init__(self, emu: EmulatorHandle, instance_id: str, compartment: str, ad: str, compute, storage, agent):  # type: ignore[no-untyped-def]
+        self.emu, self.id, self.compartment, self.ad = emu, instance_id, compartment, ad
+        self.compute, self.storage, self.agent = compute, storage, agent
 
     def new_volume(self) -> str:
-        details = CreateVolumeDetails(availability_domain=self.ad, compartment_id=self.compartment, size_in_gbs=50, display_name="disk")
-        vid = str(self.storage.create_volume(details).data.id)
-        oci.wait_until(self.storage, self.storage.get_volume(vid), "lifecycle_state", "AVAILABLE", **FAST)
+        vid = str(self.storage.create_volume(volume_details(self.compartment, self.ad, display_name="disk")).data.id)
+        oci.wait_until(self.storage, self.storage.get_volume(vid), "lifecycle_state", "AVAILABLE", **FAST_WAIT)
         return vid
 
     def attach(self, volume_id: str, device: str = "/dev/oracleoci/oraclevdb", read_only: bool = False) -> str:
         details = AttachParavirtualizedVolumeDetails(instance_id=self.id, volume_id=volume_id, device=device, is_read_only=read_only)
         aid = str(self.compute.attach_volume(details).data.id)
-        oci.wait_until(self.compute, self.compute.get_volume_attachment(aid), "lifecycle_state", "ATTACHED", **FAST)
+        oci.wait_until(self.compute, self.compute.get_volume_attachment(aid), "lifecycle_state", "ATTACHED", **FAST_WAIT)
         return aid
 
     def detach(self, attachment_id: str) -> None:
         self.compute.detach_volume(attachment_id)
-        oci.wait_until(self.compute, self.compute.get_volume_attachment(attachment_id), "lifecycle_state", "DETACHED", **FAST)
+        oci.wait_until(self.compute, self.compute.get_volume_attachment(attachment_id), "lifecycle_state", "DETACHED", **FAST_WAIT)
 
     def run(self, script: str, timeout: int = 120):  # type: ignore[no-untyped-def]
-        content = InstanceAgentCommandContent(source=InstanceAgentCommandSourceViaTextDetails(source_type="TEXT", text=script))
-        details = CreateInstanceAgentCommandDetails(
-            compartment_id=self.compartment,
-            execution_time_out_in_seconds=timeout,
-            display_name="worker-vm-test",
-            target=InstanceAgentCommandTarget(instance_id=self.id),
-            content=content,
-        )
+        details = command_details(self.compartment, self.id, script, timeout, name="worker-vm-test")
         cid = self.agent.create_instance_agent_command(details).data.id
-        deadline = time.monotonic() + timeout + 10
-        while True:
-            execution = self.agent.get_instance_agent_command_execution(cid, self.id).data
-            if execution.lifecycle_state in ("SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELED"):
-                return execution
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        return wait_for_execution(self.agent, cid, self.id, seconds=timeout + 10)
 
     def full_output(self, execution) -> str:  # type: ignore[no-untyped-def]
         url = f"{self.emu.endpoint}/_ocisim/instanceAgentCommands/{execution.instance_agent_command_id}/output"
         with urllib.request.urlopen(url) as response:
             return response.read().decode(errors="replace")
 
-    def terminate(self) -> None:
-        self.compute.terminate_instance(self.id)
-
 
 @pytest.fixture
-def vm(emu: EmulatorHandle) -> Iterator[VM]:
-    machine = VM(emu)
-    yield machine
-    machine.terminate()
-
-
-def backing_file(emu: EmulatorHandle, volume_id: str) -> Path:
-    return Path(emu.admin("GET", f"volumes/{volume_id}")["path"])
+def vm(emu, launch, compartment, ads, compute, storage, agent) -> VM:  # type: ignore[no-untyped-def]
+    return VM(emu, launch(), compartment, ads[0], compute, storage, agent)
 
 
 def loops_of(path: Path) -> str:
@@ -164,7 +112,7 @@ def test_partition_format_and_mount_a_volume_then_check_it_from_outside(emu: Emu
     assert lines["device"].startswith("/dev/loop")
     assert lines["partition"] == lines["device"] + "p1"
     assert host_device_dir() == []  # the links live in the VM's own mount namespace
-    assert str(home_of(emu, vm.id) / "mnt") not in Path("/proc/mounts").read_text()
+    assert str(instance_home(emu, vm.id) / "mnt") not in Path("/proc/mounts").read_text()
 
     vm.detach(attachment)
     assert loops_of(path) == ""  # the execution's loop device is gone with it
@@ -222,10 +170,6 @@ def test_qemu_img_writes_an_image_onto_the_attached_volume(emu: EmulatorHandle, 
     assert execution.content.text == "/dev/oracleoci/oraclevdb1\n/dev/oracleoci/oraclevdb2\nsame\n"
 
 
-def home_of(emu: EmulatorHandle, instance_id: str) -> Path:
-    return emu.data_dir / "instances" / instance_id / "home"
-
-
 # --- the sandbox's environment -----------------------------------------------------------------------
 def test_script_environment_is_clean_and_host_device_dir_stays_empty(emu: EmulatorHandle, vm: VM) -> None:
     secret_name = "VDIMPORT_TEST_SHOULD_NOT_LEAK"
@@ -235,8 +179,8 @@ def test_script_environment_is_clean_and_host_device_dir_stays_empty(emu: Emulat
     lines = execution.content.text.splitlines()
     env = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("cwd="))
     assert set(env) <= ALLOWED_ENV, set(env) - ALLOWED_ENV
-    assert (env["USER"], env["LANG"], env["HOME"]) == ("ocarun", "C.UTF-8", str(home_of(emu, vm.id)))
-    assert f"cwd={home_of(emu, vm.id)}" in lines
+    assert (env["USER"], env["LANG"], env["HOME"]) == ("ocarun", "C.UTF-8", str(instance_home(emu, vm.id)))
+    assert f"cwd={instance_home(emu, vm.id)}" in lines
     assert lines[-1] == "0"  # no volume attached: an empty /dev/oracleoci
     leaked = {k for k in os.environ if k not in ALLOWED_ENV} & set(env)
     assert not leaked
@@ -249,12 +193,15 @@ def test_cloud_init_and_sudo_work_inside(vm: VM) -> None:
 
 
 def test_background_processes_die_with_the_script(emu: EmulatorHandle, vm: VM) -> None:
-    marker = home_of(emu, vm.id) / f"late-{uuid.uuid4().hex}"
-    execution = vm.run(f"(sleep 1; touch {marker}) &\nsetsid sh -c 'sleep 1; touch {marker}.2' &\necho left behind\n")
-    assert execution.lifecycle_state == "SUCCEEDED"
-    time.sleep(1.5)
-    assert not marker.exists()
-    assert not Path(f"{marker}.2").exists()
+    script = (
+        f"({HEARTBEAT.replace('beat', 'beat1')}) &\n"
+        f"setsid sh -c '{HEARTBEAT.replace('beat', 'beat2')}' &\n"
+        "while [ ! -s beat1 ] || [ ! -s beat2 ]; do sleep 0.01; done\n"
+        "echo left behind\n"
+    )
+    execution = vm.run(script)
+    assert (execution.lifecycle_state, execution.content.text) == ("SUCCEEDED", "left behind\n")
+    assert_stopped(instance_home(emu, vm.id) / "beat1", instance_home(emu, vm.id) / "beat2")
 
 
 def test_files_in_home_persist_between_commands(vm: VM) -> None:

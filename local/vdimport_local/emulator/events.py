@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from . import ids
@@ -39,7 +39,6 @@ log = logging.getLogger("vdimport.emulator.events")
 
 MAX_ATTEMPTS = 6
 DELIVERY_TIMEOUT = 10.0
-OBJECT_EVENT_TYPES = tuple(f"com.oraclecloud.objectstorage.{kind}" for kind in ("createobject", "updateobject", "deleteobject"))
 RULES_KEY = "event_rules"
 
 
@@ -194,22 +193,25 @@ class EventBus:
             # each attempt on its own daemon thread: a slow receiver must not hold up the others
             threading.Thread(target=self._attempt, args=(delivery,), name="ocisim-event-post", daemon=True).start()
 
-    def _attempt(self, delivery: _Delivery) -> None:
-        status: int | None = None
-        error: str | None = None
+    @staticmethod
+    def _post(delivery: _Delivery) -> tuple[int | None, str | None]:
+        """POST the event to the rule's URL: (HTTP status or None, error or None)."""
         data = json.dumps(delivery.event).encode()
         request = urllib.request.Request(delivery.url, data=data, method="POST")  # noqa: S310 - http(s) only, checked on add
         request.add_header("content-type", "application/json")
         request.add_header("user-agent", "vdimport-ocisim-events/1")
         try:
             with urllib.request.urlopen(request, timeout=DELIVERY_TIMEOUT) as response:  # noqa: S310 - rule URLs are http(s), checked on add
-                status = response.status
                 response.read()
+                return response.status, None
         except urllib.error.HTTPError as exc:
-            status = exc.code
-            error = f"HTTP {exc.code}"
+            return exc.code, f"HTTP {exc.code}"
         except (OSError, ValueError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            return None, f"{type(exc).__name__}: {exc}"
+
+    def _attempt(self, delivery: _Delivery) -> None:
+        """One delivery attempt, logged; a failure is queued again after an exponential back-off."""
+        status, error = self._post(delivery)
         ok = status is not None and 200 <= status < 300
         retry = not ok and delivery.attempt < MAX_ATTEMPTS
         with self._log_lock:
@@ -234,18 +236,8 @@ class EventBus:
             with self._cond:
                 if self._stopping:
                     return
-                heapq.heappush(
-                    self._heap,
-                    _Delivery(
-                        time.time() + backoff,
-                        next(self._seq),
-                        delivery.event,
-                        delivery.rule_id,
-                        delivery.url,
-                        delivery.attempt + 1,
-                        delivery.duplicate,
-                    ),
-                )
+                again = replace(delivery, due=time.time() + backoff, seq=next(self._seq), attempt=delivery.attempt + 1)
+                heapq.heappush(self._heap, again)
                 self._cond.notify_all()
 
     # --- inspection --------------------------------------------------------------------------

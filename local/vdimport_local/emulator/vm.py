@@ -53,11 +53,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from . import ids
+from .services.compute import INSTANCE, attached_volumes, instance_home
+from .services.instanceagent import COMMAND, EXECUTION, TERMINAL
 from .store import Resource
 
 if TYPE_CHECKING:
@@ -65,9 +68,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vdimport.emulator.vm")
 
-COMMAND = "instanceAgentCommand"
-EXECUTION = "instanceAgentCommandExecution"
-TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELED")
 PLUGIN = "Compute Instance Run Command"
 TEXT_OUTPUT_LIMIT = 1024  # OCI keeps the last 1 KB of the output as text
 MAX_SOURCE_BYTES = 16 << 20  # a script fetched from Object Storage
@@ -387,59 +387,19 @@ class WorkerVMs:
             created = float(execution["_created"])
             source = dict(command["content"]["source"])
             output = dict(command["content"]["output"])
-            display_name = command["displayName"]
-            compartment = command["compartmentId"]
+            fields = {  # what a RunCommand fault rule can match on
+                "instanceId": instance_id,
+                "instanceAgentCommandId": command_id,
+                "displayName": command["displayName"],
+                "compartmentId": command["compartmentId"],
+            }
 
-        # Delivery: the agent picks the command up once the VM runs with the plugin on.
-        while True:
-            if self._stop.is_set():
-                return
-            now = time.time()
-            with store.lock:
-                execution = store.get(EXECUTION, command_id)
-                if execution["lifecycleState"] != "ACCEPTED":
-                    return  # canceled while waiting
-                ready, gone = self._agent_state(instance_id)
-                if ready:
-                    execution["deliveryState"] = "ACKED"
-                    execution["timeUpdated"] = ids.now_iso(now)
-                    execution["_started"] = now
-                    store.set_state(EXECUTION, execution, "IN_PROGRESS", at=now)
-                    store.touch()
-                    break
-                if gone:
-                    self._expire_later(execution, created + timeout if timeout else None)
-                    return
-            if timeout and now >= created + timeout:
-                self._finish(
-                    command_id,
-                    "TIMED_OUT",
-                    message=f"The command was not delivered within {timeout} seconds: "
-                    f"the instance is not running or its {PLUGIN} plugin is disabled",
-                    delivery="EXPIRED",
-                )
-                return
-            time.sleep(POLL_SECONDS)
-        store.save()
-        deadline = now + timeout if timeout else float("inf")
-
-        fields = {
-            "instanceId": instance_id,
-            "instanceAgentCommandId": command_id,
-            "displayName": display_name,
-            "compartmentId": compartment,
-        }
-        rule = self.emulator.faults.take("RunCommand", lambda: fields)
-        if rule is not None:
-            log.info("fault %s on run command %s: %s", rule.id, command_id, rule.action)
-            if rule.action == "timeout":
-                self._finish(command_id, "TIMED_OUT", message=f"Command timed out after {timeout} seconds (injected fault)")
-            elif rule.action == "hang":
-                self._hang(command_id, instance_id, deadline, timeout)
-            else:
-                self._finish(command_id, "FAILED", exit_code=rule.exit_code, message=f"{rule.message} (injected fault)", output=b"")
+        started = self._deliver(command_id, instance_id, created, timeout)
+        if started is None:
             return
-
+        deadline = started + timeout if timeout else float("inf")
+        if self._injected_fault(command_id, instance_id, fields, deadline, timeout):
+            return
         try:
             script = self._fetch_source(source)
         except AgentError as exc:
@@ -451,6 +411,57 @@ class WorkerVMs:
             self._finish(command_id, "FAILED", message=f"Could not run the script: {exc}")
             return
         self._report(command_id, instance_id, output, result, timeout, deadline)
+
+    def _deliver(self, command_id: str, instance_id: str, created: float, timeout: int) -> float | None:
+        """Wait (ACCEPTED) until the VM runs with the plugin on, then ack (IN_PROGRESS): the time it started.
+
+        None when the command will not run here: canceled while waiting, the instance gone,
+        the emulator stopping, or not delivered within its timeout (TIMED_OUT, EXPIRED).
+        """
+        store = self.emulator.store
+        while not self._stop.is_set():
+            now = time.time()
+            with store.lock:
+                execution = store.get(EXECUTION, command_id)
+                if execution["lifecycleState"] != "ACCEPTED":
+                    return None  # canceled while waiting
+                ready, gone = self._agent_state(instance_id)
+                if ready:
+                    execution["deliveryState"] = "ACKED"
+                    execution["timeUpdated"] = ids.now_iso(now)
+                    execution["_started"] = now
+                    store.set_state(EXECUTION, execution, "IN_PROGRESS", at=now)
+                    store.touch()
+                    store.save()
+                    return now
+                if gone:
+                    self._expire_later(execution, created + timeout if timeout else None)
+                    return None
+            if timeout and now >= created + timeout:
+                self._finish(
+                    command_id,
+                    "TIMED_OUT",
+                    message=f"The command was not delivered within {timeout} seconds: "
+                    f"the instance is not running or its {PLUGIN} plugin is disabled",
+                    delivery="EXPIRED",
+                )
+                return None
+            time.sleep(POLL_SECONDS)
+        return None
+
+    def _injected_fault(self, command_id: str, instance_id: str, fields: dict[str, Any], deadline: float, timeout: int) -> bool:
+        """Apply a ``RunCommand`` fault rule instead of running the script; False when no rule hits."""
+        rule = self.emulator.faults.take("RunCommand", lambda: fields)
+        if rule is None:
+            return False
+        log.info("fault %s on run command %s: %s", rule.id, command_id, rule.action)
+        if rule.action == "timeout":
+            self._finish(command_id, "TIMED_OUT", message=f"Command timed out after {timeout} seconds (injected fault)")
+        elif rule.action == "hang":
+            self._hang(command_id, instance_id, deadline, timeout)
+        else:
+            self._finish(command_id, "FAILED", exit_code=rule.exit_code, message=f"{rule.message} (injected fault)", output=b"")
+        return True
 
     def _hang(self, command_id: str, instance_id: str, deadline: float, timeout: int) -> None:
         """An injected hang: IN_PROGRESS until the timeout, a cancel, or the instance going away."""
@@ -548,14 +559,14 @@ class WorkerVMs:
 
     def _agent_state(self, instance_id: str) -> tuple[bool, bool]:
         """(the agent can take commands, the instance is gone). Store lock held."""
-        instance = self.emulator.store.find("instance", instance_id)
+        instance = self.emulator.store.find(INSTANCE, instance_id)
         if instance is None or instance.get("lifecycleState") in ("TERMINATING", "TERMINATED") or instance_id in self._gone:
             return False, True
         return instance.get("lifecycleState") == "RUNNING" and run_command_enabled(instance), False
 
     def _instance_state(self, instance_id: str) -> str | None:
         with self.emulator.store.lock:
-            instance = self.emulator.store.find("instance", instance_id)
+            instance = self.emulator.store.find(INSTANCE, instance_id)
             return None if instance is None else str(instance.get("lifecycleState"))
 
     def _is_gone(self, instance_id: str) -> bool:
@@ -590,7 +601,7 @@ class WorkerVMs:
         size = path.stat().st_size if path.exists() else 0
         if output["outputType"] == "OBJECT_STORAGE_URI":
             uri = _http_url(str(output["outputUri"]))
-            with open(path, "rb") if size else open(os.devnull, "rb") as body:
+            with _open_output(path, size) as body:
                 request = urllib.request.Request(uri, data=body, method="PUT")  # noqa: S310 - http(s) only
                 request.add_header("Content-Length", str(size))
                 request.add_header("Content-Type", "text/plain")
@@ -613,26 +624,12 @@ class WorkerVMs:
         )
 
     def _object_storage_get(self, namespace: str, bucket: str, name: str) -> bytes:
-        import oci
-
-        try:
-            response = self._object_storage().get_object(namespace, bucket, name)
-            return bytes(response.data.content)
-        except oci.exceptions.ServiceError as exc:
-            raise AgentError(f"GetObject {namespace}/{bucket}/{name}: {exc.status} {exc.code} {exc.message}") from None
-        except Exception as exc:  # noqa: BLE001 - connection problems of every kind
-            raise AgentError(f"GetObject {namespace}/{bucket}/{name}: {exc}") from None
+        with _as_agent_error(f"GetObject {namespace}/{bucket}/{name}"):
+            return bytes(self._object_storage().get_object(namespace, bucket, name).data.content)
 
     def _object_storage_put(self, namespace: str, bucket: str, name: str, path: Path, size: int) -> None:
-        import oci
-
-        try:
-            with open(path, "rb") if size else open(os.devnull, "rb") as body:
-                self._object_storage().put_object(namespace, bucket, name, body, content_length=size, content_type="text/plain")
-        except oci.exceptions.ServiceError as exc:
-            raise AgentError(f"PutObject {namespace}/{bucket}/{name}: {exc.status} {exc.code} {exc.message}") from None
-        except Exception as exc:  # noqa: BLE001
-            raise AgentError(f"PutObject {namespace}/{bucket}/{name}: {exc}") from None
+        with _as_agent_error(f"PutObject {namespace}/{bucket}/{name}"), _open_output(path, size) as body:
+            self._object_storage().put_object(namespace, bucket, name, body, content_length=size, content_type="text/plain")
 
     # --- the sandbox ---------------------------------------------------------------------
     def _run_dir(self, instance_id: str, command_id: str) -> Path:
@@ -658,8 +655,6 @@ class WorkerVMs:
         return mode
 
     def _attached_disks(self, instance_id: str) -> list[Disk]:
-        from .services.compute import attached_volumes
-
         store = self.emulator.store
         disks: dict[str, Disk] = {}
         with store.lock:
@@ -682,12 +677,8 @@ class WorkerVMs:
     def _run_script(self, instance_id: str, command_id: str, script: bytes, deadline: float) -> RunResult:
         store = self.emulator.store
         with store.lock:
-            instance = store.find("instance", instance_id)
-            home = (
-                Path(instance["_home"])
-                if instance and instance.get("_home")
-                else self.emulator.data_dir / "instances" / instance_id / "home"
-            )
+            instance = store.find(INSTANCE, instance_id)
+            home = Path(instance["_home"]) if instance and instance.get("_home") else instance_home(self.emulator.data_dir, instance_id)
         home.mkdir(parents=True, exist_ok=True)
         run_dir = self._run_dir(instance_id, command_id)
         stage = run_dir / "stage"
@@ -855,6 +846,24 @@ def sandbox_command(wrapper: Path, ready: Path, stage: Path, dev_mode: str, scri
     for disk in disks:
         argv += [disk.name, disk.target, "1" if disk.partitions else "0"]
     return argv
+
+
+@contextlib.contextmanager
+def _as_agent_error(what: str) -> Iterator[None]:
+    """An Object Storage call of the agent: any failure becomes an AgentError saying ``what`` failed and why."""
+    import oci
+
+    try:
+        yield
+    except oci.exceptions.ServiceError as exc:
+        raise AgentError(f"{what}: {exc.status} {exc.code} {exc.message}") from None
+    except Exception as exc:  # noqa: BLE001 - connection problems of every kind
+        raise AgentError(f"{what}: {exc}") from None
+
+
+def _open_output(path: Path, size: int) -> IO[bytes]:
+    """The script's output for upload; an empty body when it wrote nothing (the file may not exist)."""
+    return open(path, "rb") if size else open(os.devnull, "rb")
 
 
 def _http_url(uri: str) -> str:

@@ -5,29 +5,41 @@ A volume's content lives in ``DATA/volumes/<ocid>.img``, a sparse file of exactl
 random blocks are written at spread offsets, so code that assumes a zeroed target
 (``qemu-img convert --target-is-zero``, skipping zero runs) leaves visible garbage.
 
-The helpers at the top (etags, listing, validation) are shared with :mod:`.compute`,
-which owns volume attachments; this module only reads them to refuse deleting an
-attached volume.
+Volume attachments belong to :mod:`.compute`; this module only reads them to refuse
+deleting an attached volume.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from .. import ids
-from ..errors import OCIError, conflict, incorrect_state, invalid, missing, not_found
-from ..routing import Request, Response, Service, page
-from ..store import Resource, Store, public
-from .identity import is_availability_domain
+from ..errors import OCIError, conflict, incorrect_state, invalid, not_found
+from ..routing import Request, Response, Service
+from ..store import Resource, Store
+from ._common import (
+    API,
+    body_of,
+    check_if_match,
+    default_name,
+    in_compartment,
+    listing,
+    optional_bool,
+    optional_str,
+    paged,
+    require_ad,
+    require_compartment,
+    required,
+    respond,
+    tags,
+)
 
 service = Service("blockstorage")
 
-API = "/20160918"
 GiB = 1 << 30
 MiB = 1 << 20
 
@@ -38,106 +50,11 @@ POLICY_ASSIGNMENT = "volumebackuppolicyassignment"
 MIN_SIZE_GB = 50
 MAX_SIZE_GB = 32768
 DEFAULT_SIZE_GB = 1024  # OCI's default when sizeInGBs is omitted
+DEFAULT_VPUS_PER_GB = 10  # Balanced performance
 JUNK_BLOCK = 4096
 
 
-# --- helpers shared with compute ----------------------------------------------------
-def etag(resource: Resource) -> str:
-    """A content hash: changes whenever the resource's API shape (state included) changes."""
-    return hashlib.sha256(json.dumps(public(resource), sort_keys=True).encode()).hexdigest()[:32]
-
-
-def respond(resource: Resource, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response.json(public(resource), status=status, headers={"etag": etag(resource), **(headers or {})})
-
-
-def check_if_match(request: Request, resource: Resource) -> None:
-    wanted = request.header("if-match")
-    if wanted and wanted != etag(resource):
-        raise OCIError(412, "PreconditionFailed", "The resource has been modified since the given etag")
-
-
-def body_of(request: Request) -> dict[str, Any]:
-    body = request.json()
-    if not body:
-        raise invalid("a request body is required")
-    return body
-
-
-def require_compartment(value: Any, name: str = "compartmentId") -> str:
-    if value is None or value == "":
-        raise missing(name)
-    if not isinstance(value, str) or not value.startswith(("ocid1.compartment.", "ocid1.tenancy.")):
-        raise invalid(f"{name} is not a compartment OCID: {value!r}")
-    return value
-
-
-def require_ad(request: Request, value: Any, name: str = "availabilityDomain") -> str:
-    if value is None or value == "":
-        raise missing(name)
-    if not isinstance(value, str) or not is_availability_domain(value, request.emulator.tenancy):
-        raise invalid(f"Invalid {name}: {value!r}")
-    return value
-
-
-def optional_str(body: dict[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise invalid(f"{name} must be a string")
-    return value
-
-
-def optional_bool(body: dict[str, Any], name: str, default: bool = False) -> bool:
-    value = body.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise invalid(f"{name} must be a boolean")
-    return value
-
-
-def tags(body: dict[str, Any], name: str) -> dict[str, Any]:
-    value = body.get(name)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise invalid(f"{name} must be an object")
-    if name == "freeformTags" and not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise invalid("freeformTags must map strings to strings")
-    return dict(value)
-
-
-def default_name(prefix: str) -> str:
-    return prefix + time.strftime("%Y%m%d%H%M%S", time.gmtime())
-
-
-def listing(
-    request: Request,
-    items: list[Resource],
-    filters: tuple[str, ...] = (),
-    sortable: bool = True,
-) -> Response:
-    """Filter by exact query values, sort (OCI's sortBy/sortOrder), page, respond."""
-    for name in filters:
-        wanted = request.query.get(name)
-        if wanted:
-            items = [r for r in items if r.get(name) == wanted]
-    items = sorted(items, key=lambda r: r.get("_created", 0.0))
-    if sortable:
-        sort_by = request.query.get("sortBy") or "TIMECREATED"
-        if sort_by not in ("TIMECREATED", "DISPLAYNAME"):
-            raise invalid("sortBy must be TIMECREATED or DISPLAYNAME")
-        order = request.query.get("sortOrder") or ("DESC" if sort_by == "TIMECREATED" else "ASC")
-        if order not in ("ASC", "DESC"):
-            raise invalid("sortOrder must be ASC or DESC")
-        if sort_by == "DISPLAYNAME":
-            items = sorted(items, key=lambda r: (r.get("displayName") or "").lower())
-        if order == "DESC":
-            items = list(reversed(items))
-    chunk, headers = page(items, request)
-    return Response.json([public(r) for r in chunk], headers=headers)
-
-
+# --- read here, owned by compute ------------------------------------------------------
 def active_attachments(store: Store, volume_id: str) -> list[Resource]:
     """Attachments of the volume that are not DETACHED."""
     return [a for a in store.all(VOLUME_ATTACHMENT) if a["volumeId"] == volume_id and a["lifecycleState"] != "DETACHED"]
@@ -185,7 +102,8 @@ def grow_backing_file(path: Path, old_gb: int, new_gb: int) -> None:
 
 
 # --- validation -------------------------------------------------------------------
-def _size_gb(body: dict[str, Any], default: int | None) -> int | None:
+def _size_gb(body: dict[str, Any]) -> int | None:
+    """The size asked for (``sizeInGBs``, or ``sizeInMBs`` in whole GB), None when neither is given."""
     size = body.get("sizeInGBs")
     if size is None and body.get("sizeInMBs") is not None:
         mbs = body["sizeInMBs"]
@@ -193,7 +111,7 @@ def _size_gb(body: dict[str, Any], default: int | None) -> int | None:
             raise invalid("sizeInMBs must be a whole number of GB")
         size = mbs // 1024
     if size is None:
-        return default
+        return None
     if not isinstance(size, int) or isinstance(size, bool):
         raise invalid("sizeInGBs must be an integer")
     if not MIN_SIZE_GB <= size <= MAX_SIZE_GB:
@@ -201,10 +119,10 @@ def _size_gb(body: dict[str, Any], default: int | None) -> int | None:
     return size
 
 
-def _vpus(body: dict[str, Any], default: int | None) -> int | None:
+def _vpus(body: dict[str, Any]) -> int | None:
     vpus = body.get("vpusPerGB")
     if vpus is None:
-        return default
+        return None
     if not isinstance(vpus, int) or isinstance(vpus, bool) or not 0 <= vpus <= 120 or vpus % 10:
         raise invalid(f"vpusPerGB must be one of 0, 10, 20, ... 120, got {vpus!r}")
     return vpus
@@ -221,9 +139,10 @@ def create_volume(request: Request) -> Response:
     body = body_of(request)
     ad = require_ad(request, body.get("availabilityDomain"))
     compartment = require_compartment(body.get("compartmentId"))
-    size = _size_gb(body, DEFAULT_SIZE_GB)
-    assert size is not None
-    vpus = _vpus(body, 10)
+    size = _size_gb(body) or DEFAULT_SIZE_GB
+    vpus = _vpus(body)
+    if vpus is None:
+        vpus = DEFAULT_VPUS_PER_GB
     if body.get("sourceDetails") or body.get("volumeBackupId"):
         raise invalid("the emulator creates empty volumes only (no sourceDetails / volumeBackupId)")
     kms = optional_str(body, "kmsKeyId")
@@ -277,8 +196,7 @@ def get_volume(request: Request) -> Response:
 
 @service.route("GET", API + "/volumes", "ListVolumes")
 def list_volumes(request: Request) -> Response:
-    compartment = require_compartment(request.query.get("compartmentId"))
-    items = [v for v in request.emulator.store.all(VOLUME) if v["compartmentId"] == compartment]
+    items = in_compartment(request, VOLUME)
     group = request.query.get("volumeGroupId")
     if group:
         items = [v for v in items if v.get("volumeGroupId") == group]
@@ -292,8 +210,8 @@ def update_volume(request: Request) -> Response:
     check_if_match(request, volume)
     body = body_of(request)
     display_name = optional_str(body, "displayName")
-    size = _size_gb(body, None)
-    vpus = _vpus(body, None)
+    size = _size_gb(body)
+    vpus = _vpus(body)
     freeform = tags(body, "freeformTags") if "freeformTags" in body else None
     defined = tags(body, "definedTags") if "definedTags" in body else None
     if volume["lifecycleState"] != "AVAILABLE":
@@ -335,7 +253,7 @@ def delete_volume(request: Request) -> Response:
     if attached:
         raise conflict(f"Volume {volume['id']} is attached ({attached[0]['id']} is {attached[0]['lifecycleState']}); detach it first")
     Path(volume["_path"]).unlink(missing_ok=True)
-    for assignment in [a for a in em.store.all(POLICY_ASSIGNMENT) if a["assetId"] == volume["id"]]:
+    for assignment in _assignments_of(em.store, volume["id"]):
         em.store.remove(POLICY_ASSIGNMENT, assignment["id"])
     em.store.set_state(VOLUME, volume, "TERMINATING")
     em.store.schedule(VOLUME, volume, [(em.delay(1), "TERMINATED")])
@@ -409,9 +327,13 @@ def _policy(tenancy: str, policy_id: str) -> Resource:
     raise not_found("VolumeBackupPolicy")
 
 
+def _assignments_of(store: Store, asset_id: str) -> list[Resource]:
+    return [a for a in store.all(POLICY_ASSIGNMENT) if a["assetId"] == asset_id]
+
+
 def _assign(store: Store, asset_id: str, policy_id: str) -> Resource:
     """Assign, silently replacing the asset's previous assignment as OCI does."""
-    for old in [a for a in store.all(POLICY_ASSIGNMENT) if a["assetId"] == asset_id]:
+    for old in _assignments_of(store, asset_id):
         store.remove(POLICY_ASSIGNMENT, old["id"])
     now = time.time()
     assignment: Resource = {
@@ -433,26 +355,20 @@ def list_volume_backup_policies(request: Request) -> Response:
         policies: list[Resource] = []  # user-defined policies are not emulated
     else:
         policies = oracle_policies(request.emulator.tenancy)
-    chunk, headers = page(policies, request)
-    return Response.json(chunk, headers=headers)
+    return paged(request, policies)
 
 
 @service.route("GET", API + "/volumeBackupPolicies/{policyId}", "GetVolumeBackupPolicy")
 def get_volume_backup_policy(request: Request) -> Response:
-    policy = _policy(request.emulator.tenancy, request.params["policyId"])
-    return Response.json(policy, headers={"etag": hashlib.sha256(json.dumps(policy, sort_keys=True).encode()).hexdigest()[:32]})
+    return respond(_policy(request.emulator.tenancy, request.params["policyId"]))
 
 
 @service.route("POST", API + "/volumeBackupPolicyAssignments", "CreateVolumeBackupPolicyAssignment")
 def create_volume_backup_policy_assignment(request: Request) -> Response:
     em = request.emulator
     body = body_of(request)
-    asset_id = optional_str(body, "assetId")
-    policy_id = optional_str(body, "policyId")
-    if not asset_id:
-        raise missing("assetId")
-    if not policy_id:
-        raise missing("policyId")
+    asset_id = required(body, "assetId")
+    policy_id = required(body, "policyId")
     _policy(em.tenancy, policy_id)
     volume = em.store.get(VOLUME, asset_id, "Volume")
     if volume["lifecycleState"] in ("TERMINATING", "TERMINATED"):
@@ -460,25 +376,24 @@ def create_volume_backup_policy_assignment(request: Request) -> Response:
     return respond(_assign(em.store, asset_id, policy_id))
 
 
+def _assignment(request: Request) -> Resource:
+    return request.emulator.store.get(POLICY_ASSIGNMENT, request.params["policyAssignmentId"], "VolumeBackupPolicyAssignment")
+
+
 @service.route("GET", API + "/volumeBackupPolicyAssignments/{policyAssignmentId}", "GetVolumeBackupPolicyAssignment")
 def get_volume_backup_policy_assignment(request: Request) -> Response:
-    store = request.emulator.store
-    return respond(store.get(POLICY_ASSIGNMENT, request.params["policyAssignmentId"], "VolumeBackupPolicyAssignment"))
+    return respond(_assignment(request))
 
 
 @service.route("DELETE", API + "/volumeBackupPolicyAssignments/{policyAssignmentId}", "DeleteVolumeBackupPolicyAssignment")
 def delete_volume_backup_policy_assignment(request: Request) -> Response:
-    store = request.emulator.store
-    assignment = store.get(POLICY_ASSIGNMENT, request.params["policyAssignmentId"], "VolumeBackupPolicyAssignment")
+    assignment = _assignment(request)
     check_if_match(request, assignment)
-    store.remove(POLICY_ASSIGNMENT, assignment["id"])
+    request.emulator.store.remove(POLICY_ASSIGNMENT, assignment["id"])
     return Response.empty()
 
 
 @service.route("GET", API + "/volumeBackupPolicyAssignments", "GetVolumeBackupPolicyAssetAssignment")
 def get_volume_backup_policy_asset_assignment(request: Request) -> Response:
-    asset_id = request.query.get("assetId")
-    if not asset_id:
-        raise missing("assetId")
-    items = [a for a in request.emulator.store.all(POLICY_ASSIGNMENT) if a["assetId"] == asset_id]
-    return listing(request, items, sortable=False)
+    asset_id = required(request.query, "assetId")
+    return listing(request, _assignments_of(request.emulator.store, asset_id), sortable=False)

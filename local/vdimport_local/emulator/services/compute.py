@@ -24,24 +24,25 @@ from typing import TYPE_CHECKING, Any
 
 from .. import ids
 from ..errors import conflict, incorrect_state, invalid, missing, not_found
-from ..routing import Request, Response, Service, page
+from ..routing import Request, Response, Service
 from ..store import Resource, Store, public
-from .blockstorage import (
+from ._common import (
     API,
-    VOLUME,
-    VOLUME_ATTACHMENT,
-    active_attachments,
     body_of,
     check_if_match,
     default_name,
+    in_compartment,
     listing,
     optional_bool,
     optional_str,
+    paged,
     require_ad,
     require_compartment,
+    required,
     respond,
     tags,
 )
+from .blockstorage import VOLUME, VOLUME_ATTACHMENT, active_attachments
 
 if TYPE_CHECKING:
     from ..app import Emulator
@@ -214,6 +215,11 @@ def attachments_of(store: Store, instance_id: str, states: tuple[str, ...] = ("A
     return [a for a in store.all(VOLUME_ATTACHMENT) if a["instanceId"] == instance_id and a["lifecycleState"] in states]
 
 
+def _used_devices(store: Store, instance_id: str) -> set[str]:
+    """Device paths taken on the instance: an attachment holds its path until it is DETACHED."""
+    return {a["device"] for a in attachments_of(store, instance_id, ("ATTACHING", "ATTACHED", "DETACHING"))}
+
+
 def attached_volumes(store: Store, instance_id: str) -> list[dict[str, Any]]:
     """``[{"device", "path", "isReadOnly", "volumeId", "attachmentId"}]`` for the ATTACHED volumes of an instance."""
     out = []
@@ -305,18 +311,20 @@ def _settle(store: Store, wr: Resource) -> Resource:
     return wr
 
 
+def _work_request_of(request: Request) -> Resource:
+    store = request.emulator.store
+    return _settle(store, store.get(WORK_REQUEST, request.params["workRequestId"], "WorkRequest"))
+
+
 @service.route("GET", API + "/workRequests/{workRequestId}", "GetWorkRequest")
 def get_work_request(request: Request) -> Response:
-    store = request.emulator.store
-    wr = _settle(store, store.get(WORK_REQUEST, request.params["workRequestId"], "WorkRequest"))
-    return respond(wr)
+    return respond(_work_request_of(request))
 
 
 @service.route("GET", API + "/workRequests", "ListWorkRequests")
 def list_work_requests(request: Request) -> Response:
     store = request.emulator.store
-    compartment = require_compartment(request.query.get("compartmentId"))
-    items = [wr for wr in store.all(WORK_REQUEST) if wr["compartmentId"] == compartment]
+    items = in_compartment(request, WORK_REQUEST)
     resource_id = request.query.get("resourceId")
     if resource_id:
         items = [wr for wr in items if wr["_target"][1] == resource_id]
@@ -328,24 +336,20 @@ def list_work_requests(request: Request) -> Response:
 
 @service.route("GET", API + "/workRequests/{workRequestId}/errors", "ListWorkRequestErrors")
 def list_work_request_errors(request: Request) -> Response:
-    store = request.emulator.store
-    wr = _settle(store, store.get(WORK_REQUEST, request.params["workRequestId"], "WorkRequest"))
+    wr = _work_request_of(request)
     errors = []
     if wr["status"] == "FAILED":
         errors.append({"code": "InternalError", "message": f"{wr['operationType']} did not complete", "timestamp": wr["timeFinished"]})
-    chunk, headers = page(errors, request)
-    return Response.json(chunk, headers=headers)
+    return paged(request, errors)
 
 
 @service.route("GET", API + "/workRequests/{workRequestId}/logs", "ListWorkRequestLogs")
 def list_work_request_logs(request: Request) -> Response:
-    store = request.emulator.store
-    wr = _settle(store, store.get(WORK_REQUEST, request.params["workRequestId"], "WorkRequest"))
+    wr = _work_request_of(request)
     logs = [{"message": f"{wr['operationType']} accepted", "timestamp": wr["timeAccepted"]}]
     if wr["timeFinished"]:
         logs.append({"message": f"{wr['operationType']} {wr['status'].lower()}", "timestamp": wr["timeFinished"]})
-    chunk, headers = page(logs, request)
-    return Response.json(chunk, headers=headers)
+    return paged(request, logs)
 
 
 # --- launch validation --------------------------------------------------------------
@@ -396,9 +400,7 @@ def _source(body: dict[str, Any], shape: Shape) -> tuple[dict[str, Any], str]:
         raise invalid("sourceDetails must be an object")
     if source.get("sourceType") != "image":
         raise invalid(f"sourceDetails.sourceType must be image in the emulator, got {source.get('sourceType')!r}")
-    image_id = source.get("imageId")
-    if not image_id:
-        raise missing("sourceDetails.imageId")
+    image_id = required(source, "imageId", "sourceDetails.imageId")
     image = _find_image(image_id)
     if image["_arch"] != shape.arch:
         raise invalid(f"Shape {shape.name} is not compatible with image {image['displayName']}")
@@ -480,9 +482,7 @@ def launch_instance(request: Request) -> Response:
     body = body_of(request)
     ad = require_ad(request, body.get("availabilityDomain"))
     compartment = require_compartment(body.get("compartmentId"))
-    shape_name = body.get("shape")
-    if not shape_name:
-        raise missing("shape")
+    shape_name = required(body, "shape")
     shape = SHAPES.get(shape_name)
     if shape is None:
         raise invalid(f"Invalid shape {shape_name!r}; the emulator offers {', '.join(SHAPES)}")
@@ -624,9 +624,7 @@ def get_instance(request: Request) -> Response:
 
 @service.route("GET", API + "/instances", "ListInstances")
 def list_instances(request: Request) -> Response:
-    compartment = require_compartment(request.query.get("compartmentId"))
-    items = [i for i in request.emulator.store.all(INSTANCE) if i["compartmentId"] == compartment]
-    return listing(request, items, ("availabilityDomain", "displayName", "lifecycleState"))
+    return listing(request, in_compartment(request, INSTANCE), ("availabilityDomain", "displayName", "lifecycleState"))
 
 
 @service.route("DELETE", API + "/instances/{instanceId}", "TerminateInstance")
@@ -669,9 +667,7 @@ def instance_action(request: Request) -> Response:
     em = request.emulator
     instance = _instance(request)
     check_if_match(request, instance)
-    action = request.query.get("action")
-    if not action:
-        raise missing("action")
+    action = required(request.query, "action")
     if action not in _ACTIONS:
         raise invalid(f"Invalid action {action!r}; one of {', '.join(_ACTIONS)}")
     allowed, now_state, steps = _ACTIONS[action]
@@ -688,9 +684,7 @@ def instance_action(request: Request) -> Response:
 
 @service.route("GET", API + "/vnicAttachments", "ListVnicAttachments")
 def list_vnic_attachments(request: Request) -> Response:
-    compartment = require_compartment(request.query.get("compartmentId"))
-    items = [a for a in request.emulator.store.all(VNIC_ATTACHMENT) if a["compartmentId"] == compartment]
-    return listing(request, items, ("availabilityDomain", "instanceId", "vnicId"), sortable=False)
+    return listing(request, in_compartment(request, VNIC_ATTACHMENT), ("availabilityDomain", "instanceId", "vnicId"), sortable=False)
 
 
 @service.route("GET", API + "/vnics/{vnicId}", "GetVnic")
@@ -702,7 +696,7 @@ def get_vnic(request: Request) -> Response:
 def list_instance_devices(request: Request) -> Response:
     store = request.emulator.store
     instance = _instance(request)
-    used = {a["device"] for a in attachments_of(store, instance["id"], ("ATTACHING", "ATTACHED", "DETACHING"))}
+    used = _used_devices(store, instance["id"])
     devices = [{"name": d, "isAvailable": d not in used} for d in DEVICES]
     available = request.query.get("isAvailable")
     if available:
@@ -714,8 +708,7 @@ def list_instance_devices(request: Request) -> Response:
         devices = [d for d in devices if d["name"] == name]
     if request.query.get("sortOrder") == "DESC":
         devices.reverse()
-    chunk, headers = page(devices, request)
-    return Response.json(chunk, headers=headers)
+    return paged(request, devices)
 
 
 # --- images and shapes --------------------------------------------------------------
@@ -749,8 +742,7 @@ def list_shapes(request: Request) -> Response:
     wanted = request.query.get("shape")
     if wanted:
         shapes = [s for s in shapes if s.name == wanted]
-    chunk, headers = page([s.describe() for s in shapes], request)
-    return Response.json(chunk, headers=headers)
+    return paged(request, [s.describe() for s in shapes])
 
 
 # --- volume attachments -------------------------------------------------------------
@@ -771,18 +763,12 @@ def attach_volume(request: Request) -> Response:
     em = request.emulator
     store = em.store
     body = body_of(request)
-    kind = body.get("type")
-    if not kind:
-        raise missing("type")
+    kind = required(body, "type")
     if kind not in ATTACH_TYPES:
         raise invalid(f"Invalid attachment type {kind!r}; the emulator supports {', '.join(ATTACH_TYPES)}")
     attachment_type = "paravirtualized" if kind == "service_determined" else kind
-    instance_id = optional_str(body, "instanceId")
-    volume_id = optional_str(body, "volumeId")
-    if not instance_id:
-        raise missing("instanceId")
-    if not volume_id:
-        raise missing("volumeId")
+    instance_id = required(body, "instanceId")
+    volume_id = required(body, "volumeId")
     device = optional_str(body, "device")
     if device is not None and device not in DEVICES:
         raise invalid(f"Invalid device {device!r}; consistent device paths are {DEVICES[0]} .. {DEVICES[-1]}")
@@ -806,7 +792,7 @@ def attach_volume(request: Request) -> Response:
         raise conflict(f"Volume {volume_id} is already attached to instance {instance_id}")
     if existing and not (shareable and all(a["isShareable"] for a in existing)):
         raise conflict(f"Volume {volume_id} is already attached to instance {existing[0]['instanceId']}")
-    used = {a["device"] for a in attachments_of(store, instance_id, ("ATTACHING", "ATTACHED", "DETACHING"))}
+    used = _used_devices(store, instance_id)
     if device is None:
         free = [d for d in DEVICES if d not in used]
         if not free:
@@ -873,9 +859,7 @@ def get_volume_attachment(request: Request) -> Response:
 
 @service.route("GET", API + "/volumeAttachments", "ListVolumeAttachments")
 def list_volume_attachments(request: Request) -> Response:
-    compartment = require_compartment(request.query.get("compartmentId"))
-    items = [a for a in request.emulator.store.all(VOLUME_ATTACHMENT) if a["compartmentId"] == compartment]
-    return listing(request, items, ("availabilityDomain", "instanceId", "volumeId"), sortable=False)
+    return listing(request, in_compartment(request, VOLUME_ATTACHMENT), ("availabilityDomain", "instanceId", "volumeId"), sortable=False)
 
 
 @service.route("DELETE", API + "/volumeAttachments/{volumeAttachmentId}", "DetachVolume")

@@ -18,8 +18,10 @@ from urllib.parse import urlsplit
 
 from .. import ids
 from ..errors import OCIError, incorrect_state, invalid, missing, not_found
-from ..routing import Request, Response, Service, page
+from ..routing import Request, Response, Service
 from ..store import Resource, Store
+from ._common import etag, optional_str, paged, required, sort_listed
+from .compute import INSTANCE
 
 service = Service("instanceagent")
 
@@ -53,8 +55,6 @@ EXECUTION_FIELDS = (
 
 
 # --- JSON shapes ---------------------------------------------------------------------
-
-
 def render_command(command: Resource) -> dict[str, Any]:
     return {
         k: command.get(k)
@@ -78,19 +78,26 @@ def render_execution(execution: Resource) -> dict[str, Any]:
     return out
 
 
+def _typed(details: dict[str, Any], label: str, type_field: str, fields_by_type: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """The type field of a polymorphic detail (``sourceType``, ``outputType``) and the string fields that type requires."""
+    kind = details.get(type_field)
+    if kind not in fields_by_type:
+        raise invalid(f"{label}.{type_field} must be one of {', '.join(fields_by_type)}")
+    out: dict[str, Any] = {type_field: kind}
+    for name in fields_by_type[kind]:
+        value = details.get(name)
+        if not isinstance(value, str) or not value:
+            raise missing(f"{label}.{name}")
+        out[name] = value
+    return out
+
+
 def _source(content: dict[str, Any]) -> dict[str, Any]:
     source = content.get("source")
     if not isinstance(source, dict):
         raise missing("content.source")
-    kind = source.get("sourceType")
-    if kind not in SOURCE_FIELDS:
-        raise invalid(f"content.source.sourceType must be one of {', '.join(SOURCE_FIELDS)}")
-    out: dict[str, Any] = {"sourceType": kind}
-    for name in SOURCE_FIELDS[kind]:
-        value = source.get(name)
-        if not isinstance(value, str) or not value:
-            raise missing(f"content.source.{name}")
-        out[name] = value
+    out = _typed(source, "content.source", "sourceType", SOURCE_FIELDS)
+    kind = out["sourceType"]
     if kind == "OBJECT_STORAGE_URI":
         _check_url(out["sourceUri"], "content.source.sourceUri")
     if kind == "TEXT":
@@ -111,16 +118,8 @@ def _output(content: dict[str, Any]) -> dict[str, Any]:
         return {"outputType": "TEXT"}
     if not isinstance(output, dict):
         raise invalid("content.output must be an object")
-    kind = output.get("outputType")
-    if kind not in OUTPUT_FIELDS:
-        raise invalid(f"content.output.outputType must be one of {', '.join(OUTPUT_FIELDS)}")
-    out: dict[str, Any] = {"outputType": kind}
-    for name in OUTPUT_FIELDS[kind]:
-        value = output.get(name)
-        if not isinstance(value, str) or not value:
-            raise missing(f"content.output.{name}")
-        out[name] = value
-    if kind == "OBJECT_STORAGE_URI":
+    out = _typed(output, "content.output", "outputType", OUTPUT_FIELDS)
+    if out["outputType"] == "OBJECT_STORAGE_URI":
         _check_url(out["outputUri"], "content.output.outputUri")
     return out
 
@@ -142,6 +141,31 @@ def _timeout(body: dict[str, Any]) -> int:
     return value
 
 
+def _content(body: dict[str, Any]) -> dict[str, Any]:
+    content = body.get("content")
+    if not isinstance(content, dict):
+        raise missing("content")
+    if content.get("commandString"):
+        raise invalid("content.commandString is not supported by the emulator: send the script as content.source")
+    return {"source": _source(content), "output": _output(content)}
+
+
+def _target_instance(body: dict[str, Any]) -> str:
+    target = body.get("target")
+    if not isinstance(target, dict) or not target.get("instanceId"):
+        raise missing("target.instanceId")
+    return str(target["instanceId"])
+
+
+def _check_instance(store: Store, instance_id: str) -> None:
+    """A command can only target an instance that exists and is not going away."""
+    instance = store.find(INSTANCE, instance_id)
+    if instance is None:
+        raise not_found("instance")
+    if instance.get("lifecycleState") in ("TERMINATING", "TERMINATED"):
+        raise incorrect_state(f"instance {instance_id} is {instance['lifecycleState']}")
+
+
 def _next_sequence(store: Store) -> int:
     number = int(store.extra.get("runcommand_sequence", 0)) + 1
     store.extra["runcommand_sequence"] = number
@@ -150,36 +174,17 @@ def _next_sequence(store: Store) -> int:
 
 
 # --- operations ----------------------------------------------------------------------
-
-
 @service.route("POST", "/20180530/instanceAgentCommands", "CreateInstanceAgentCommand")
 def create_command(request: Request) -> Response:
     body = request.json()
     em = request.emulator
     store = em.store
-    compartment = body.get("compartmentId")
-    if not compartment:
-        raise missing("compartmentId")
+    compartment = required(body, "compartmentId")
     timeout = _timeout(body)
-    target = body.get("target")
-    if not isinstance(target, dict) or not target.get("instanceId"):
-        raise missing("target.instanceId")
-    content = body.get("content")
-    if not isinstance(content, dict):
-        raise missing("content")
-    if content.get("commandString"):
-        raise invalid("content.commandString is not supported by the emulator: send the script as content.source")
-    source = _source(content)
-    output = _output(content)
-    display_name = body.get("displayName")
-    if display_name is not None and not isinstance(display_name, str):
-        raise invalid("displayName must be a string")
-    instance_id = str(target["instanceId"])
-    instance = store.find("instance", instance_id)
-    if instance is None:
-        raise not_found("instance")
-    if instance.get("lifecycleState") in ("TERMINATING", "TERMINATED"):
-        raise incorrect_state(f"instance {instance_id} is {instance['lifecycleState']}")
+    instance_id = _target_instance(body)
+    content = _content(body)
+    display_name = optional_str(body, "displayName")
+    _check_instance(store, instance_id)
 
     now = ids.now_iso()
     command_id = ids.ocid("instanceagentcommand")
@@ -194,7 +199,7 @@ def create_command(request: Request) -> Response:
             "isCanceled": False,
             "executionTimeOutInSeconds": timeout,
             "target": {"instanceId": instance_id},
-            "content": {"source": source, "output": output},
+            "content": content,
             "_sequence": _next_sequence(store),
         },
     )
@@ -210,45 +215,48 @@ def create_command(request: Request) -> Response:
             "timeUpdated": now,
             "sequenceNumber": command["_sequence"],
             "displayName": command["displayName"],
-            "content": dict(output),
+            "content": dict(content["output"]),
             "_compartmentId": compartment,
             "_created": store.clock(),
         },
     )
     store.touch()
     em.vms.submit(command_id, instance_id)
-    return Response.json(render_command(command), headers={"etag": ids.etag()})
+    return _respond(render_command(command))
+
+
+def _respond(view: dict[str, Any]) -> Response:
+    return Response.json(view, headers={"etag": etag(view)})
+
+
+def _by_id(request: Request, kind: str) -> Resource:
+    """The command (or its execution: they share the id) named in the path."""
+    return request.emulator.store.get(kind, request.params["instanceAgentCommandId"], "instance agent command")
 
 
 @service.route("GET", "/20180530/instanceAgentCommands/{instanceAgentCommandId}", "GetInstanceAgentCommand")
 def get_command(request: Request) -> Response:
-    command = request.emulator.store.get(COMMAND, request.params["instanceAgentCommandId"], "instance agent command")
-    return Response.json(render_command(command), headers={"etag": ids.etag()})
+    return _respond(render_command(_by_id(request, COMMAND)))
 
 
 @service.route("DELETE", "/20180530/instanceAgentCommands/{instanceAgentCommandId}", "CancelInstanceAgentCommand")
 def cancel_command(request: Request) -> Response:
     """Best effort, as on OCI: a command that already ended stays as it ended (still 204)."""
     em = request.emulator
-    command_id = request.params["instanceAgentCommandId"]
-    command = em.store.get(COMMAND, command_id, "instance agent command")
-    execution = em.store.get(EXECUTION, command_id, "instance agent command")
-    if execution["lifecycleState"] in TERMINAL:
+    command = _by_id(request, COMMAND)
+    if _by_id(request, EXECUTION)["lifecycleState"] in TERMINAL:
         return Response.empty()
     command["isCanceled"] = True
     command["timeUpdated"] = ids.now_iso()
     em.store.touch()
-    em.vms.cancel(command_id)
+    em.vms.cancel(command["id"])
     return Response.empty()
 
 
 @service.route("GET", "/20180530/instanceAgentCommands", "ListInstanceAgentCommands")
 def list_commands(request: Request) -> Response:
-    compartment = request.query.get("compartmentId")
-    if not compartment:
-        raise missing("compartmentId")
+    compartment = required(request.query, "compartmentId")
     commands = [c for c in request.emulator.store.all(COMMAND) if c["compartmentId"] == compartment]
-    _sort(commands, request)
     summaries = [
         {
             "instanceAgentCommandId": c["id"],
@@ -258,31 +266,24 @@ def list_commands(request: Request) -> Response:
             "timeUpdated": c["timeUpdated"],
             "isCanceled": c["isCanceled"],
         }
-        for c in commands
+        for c in sort_listed(request, commands, _created)
     ]
-    chunk, headers = page(summaries, request)
-    return Response.json(chunk, headers=headers)
+    return paged(request, summaries)
 
 
 @service.route("GET", "/20180530/instanceAgentCommands/{instanceAgentCommandId}/status", "GetInstanceAgentCommandExecution")
 def get_execution(request: Request) -> Response:
-    instance_id = request.query.get("instanceId")
-    if not instance_id:
-        raise missing("instanceId")
+    instance_id = required(request.query, "instanceId")
     execution = request.emulator.store.find(EXECUTION, request.params["instanceAgentCommandId"])
     if execution is None or execution["instanceId"] != instance_id:
         raise not_found("instance agent command execution")
-    return Response.json(render_execution(execution), headers={"etag": ids.etag()})
+    return _respond(render_execution(execution))
 
 
 @service.route("GET", "/20180530/instanceAgentCommandExecutions", "ListInstanceAgentCommandExecutions")
 def list_executions(request: Request) -> Response:
-    compartment = request.query.get("compartmentId")
-    instance_id = request.query.get("instanceId")
-    if not compartment:
-        raise missing("compartmentId")
-    if not instance_id:
-        raise missing("instanceId")
+    compartment = required(request.query, "compartmentId")
+    instance_id = required(request.query, "instanceId")
     state = (request.query.get("lifecycleState") or "").upper()
     if state and state not in LIFECYCLE_STATES:
         raise invalid(f"lifecycleState must be one of {', '.join(LIFECYCLE_STATES)}")
@@ -291,33 +292,19 @@ def list_executions(request: Request) -> Response:
         for e in request.emulator.store.all(EXECUTION)
         if e["instanceId"] == instance_id and e["_compartmentId"] == compartment and (not state or e["lifecycleState"] == state)
     ]
-    _sort(executions, request)
-    chunk, headers = page([render_execution(e) for e in executions], request)
-    return Response.json(chunk, headers=headers)
+    return paged(request, [render_execution(e) for e in sort_listed(request, executions, _created)])
 
 
-def _sort(items: list[Resource], request: Request) -> None:
-    """TIMECREATED (default, newest first) or DISPLAYNAME (A to Z); ``sortOrder`` overrides."""
-    by = request.query.get("sortBy") or "TIMECREATED"
-    if by not in ("TIMECREATED", "DISPLAYNAME"):
-        raise invalid("sortBy must be TIMECREATED or DISPLAYNAME")
-    order = (request.query.get("sortOrder") or ("DESC" if by == "TIMECREATED" else "ASC")).upper()
-    if order not in ("ASC", "DESC"):
-        raise invalid("sortOrder must be ASC or DESC")
-    if by == "TIMECREATED":
-        # sequence numbers break ties between commands created in the same millisecond
-        items.sort(key=lambda r: (r["timeCreated"], r.get("_sequence") or r.get("sequenceNumber") or 0), reverse=order == "DESC")
-    else:
-        items.sort(key=lambda r: r.get("displayName") or "", reverse=order == "DESC")
+def _created(item: Resource) -> tuple[str, int]:
+    """Creation order: the sequence number breaks ties between commands created in the same millisecond."""
+    return item["timeCreated"], item.get("_sequence") or item.get("sequenceNumber") or 0
 
 
 # --- admin: the whole output, which OCI only gives through an Object Storage target ---
-
-
 @service.route("GET", "/_ocisim/instanceAgentCommands/{instanceAgentCommandId}/output", "AdminCommandOutput", authenticated=False)
 def admin_output(request: Request) -> Response:
     em = request.emulator
-    execution = em.store.get(EXECUTION, request.params["instanceAgentCommandId"], "instance agent command")
+    execution = _by_id(request, EXECUTION)
     path = em.vms.output_path(execution["instanceId"], execution["instanceAgentCommandId"])
     if not path.exists():
         raise OCIError(404, "NotAuthorizedOrNotFound", "the command has produced no output yet")

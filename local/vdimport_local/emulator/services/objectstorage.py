@@ -32,8 +32,9 @@ from urllib.parse import quote
 from .. import ids
 from ..errors import OCIError, invalid, missing, not_found
 from ..events import object_event
-from ..routing import Request, Response, Service, page
+from ..routing import Request, Response, Service
 from ..store import Resource, public
+from ._common import paged, required
 
 service = Service("objectstorage")
 
@@ -90,6 +91,10 @@ def par_not_found() -> OCIError:
     return not_found("pre-authenticated request")
 
 
+def if_match_failed(if_match: str, current: str) -> OCIError:
+    return OCIError(412, "IfMatchFailed", f"The If-Match header is '{if_match}' but the current entity tag is '{current}'")
+
+
 # --- small helpers ------------------------------------------------------------------------------
 def _b64md5(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
@@ -141,16 +146,18 @@ def _find_object(request: Request, bucket: Resource, name: str) -> Resource | No
     return request.emulator.store.find(OBJECT, _object_id(bucket["id"], name))
 
 
-def _objects_in(request: Request, bucket_id: str) -> list[Resource]:
-    return [o for o in request.emulator.store.all(OBJECT) if o["_bucketId"] == bucket_id]
+def _in_bucket(request: Request, kind: str, bucket_id: str) -> list[Resource]:
+    """The objects, multipart uploads or PARs (``kind``) of one bucket."""
+    return [r for r in request.emulator.store.all(kind) if r["_bucketId"] == bucket_id]
 
 
-def _uploads_in(request: Request, bucket_id: str) -> list[Resource]:
-    return [u for u in request.emulator.store.all(UPLOAD) if u["_bucketId"] == bucket_id]
-
-
-def _pars_in(request: Request, bucket_id: str) -> list[Resource]:
-    return [p for p in request.emulator.store.all(PAR) if p["_bucketId"] == bucket_id]
+def _check_bucket_name(name: Any) -> None:
+    if not isinstance(name, str) or not _BUCKET_NAME.match(name):
+        raise OCIError(
+            400,
+            "InvalidBucketName",
+            "Bucket names may contain only letters, numbers, dashes, underscores and periods, at most 256 characters",
+        )
 
 
 def _check_object_name(name: str) -> None:
@@ -177,8 +184,9 @@ def _metadata_headers(request: Request) -> dict[str, str]:
     return {k: v for k, v in request.headers.items() if k.startswith("opc-meta-") and len(k) > len("opc-meta-")}
 
 
-def _content_fields(request: Request) -> dict[str, str]:
-    fields = {key: request.headers[h] for h, key in _CONTENT_HEADERS.items() if request.headers.get(h)}
+def _content_fields(values: dict[str, Any], names: dict[str, str]) -> dict[str, str]:
+    """Content-Type and friends, from request headers or CreateMultipartUploadDetails, under their private keys."""
+    fields = {key: str(values[name]) for name, key in names.items() if values.get(name)}
     fields.setdefault("_contentType", "application/octet-stream")
     return fields
 
@@ -198,7 +206,7 @@ def _check_write_conditions(if_match: str | None, if_none_match: str | None, exi
         if existing is None:
             raise OCIError(412, "IfMatchFailed", f"The If-Match header is '{if_match}' but there is no existing entity")
         if existing["etag"] != if_match:
-            raise OCIError(412, "IfMatchFailed", f"The If-Match header is '{if_match}' but the current entity tag is '{existing['etag']}'")
+            raise if_match_failed(if_match, existing["etag"])
     if if_none_match == "*" and existing is not None:
         raise OCIError(412, "IfNoneMatchFailed", "The If-None-Match header is '*' but there is an existing entity")
 
@@ -207,11 +215,18 @@ def _read_conditions(request: Request, etag: str) -> Response | None:
     """If-Match / If-None-Match on reads: 412 on a mismatch, 304 when the client's copy is current."""
     if_match = request.header("if-match")
     if if_match is not None and if_match not in ("*", etag):
-        raise OCIError(412, "IfMatchFailed", f"The If-Match header is '{if_match}' but the current entity tag is '{etag}'")
+        raise if_match_failed(if_match, etag)
     if_none_match = request.header("if-none-match")
     if if_none_match is not None and if_none_match in ("*", etag):
         return Response.empty(304, {"etag": etag})
     return None
+
+
+def _check_if_match(request: Request, etag: str) -> None:
+    """If-Match on an update or delete of a bucket or object."""
+    if_match = request.header("if-match")
+    if if_match is not None and if_match != etag:
+        raise if_match_failed(if_match, etag)
 
 
 # --- streaming bodies ---------------------------------------------------------------------------
@@ -343,13 +358,14 @@ def _response_overrides(request: Request, headers: dict[str, str]) -> None:
             headers[header] = request.query[param]
 
 
-def _serve_object(request: Request, bucket_id: str, bucket_name: str, name: str, head: bool) -> Response:
-    """GET or HEAD an object: full, ranged (206) or conditional (304); the file is read outside the lock."""
+def _serve_object(request: Request, bucket: Resource, head: bool) -> Response:
+    """GET or HEAD the path's object: full, ranged (206) or conditional (304); the file is read outside the lock."""
     store = request.emulator.store
+    name = request.params["objectName"]
     with store.lock:
-        obj = store.find(OBJECT, _object_id(bucket_id, name))
+        obj = _find_object(request, bucket, name)
         if obj is None:
-            raise object_not_found(bucket_name, name)
+            raise object_not_found(bucket["name"], name)
         early = _read_conditions(request, obj["etag"])
         if early is not None:
             return early
@@ -432,13 +448,24 @@ def _commit_object(
         return obj
 
 
-def _put_object(request: Request, bucket_id: str, name: str) -> Response:
+def _write_headers(obj: Resource) -> dict[str, str]:
+    """What PutObject and CommitMultipartUpload answer: the new version and its checksum."""
+    headers = {"etag": obj["etag"], "last-modified": ids.http_date(obj["_mtime"]), "version-id": obj["_versionId"]}
+    if obj["_multipartMd5"]:
+        headers["opc-multipart-md5"] = obj["_multipartMd5"]
+    else:
+        headers["opc-content-md5"] = obj["_contentMd5"]
+    return headers
+
+
+def _put_object(request: Request, bucket: Resource) -> Response:
+    """PutObject, signed or through a PAR: checks, then the body streamed to disk, then the commit."""
+    bucket_id, name = bucket["id"], request.params["objectName"]
     _check_object_name(name)
     store = request.emulator.store
     if_match, if_none_match = request.header("if-match"), request.header("if-none-match")
     with store.lock:  # fail early, before the body is read; checked again at commit
-        bucket = store.find(BUCKET, bucket_id)
-        if bucket is None:
+        if store.find(BUCKET, bucket_id) is None:
             raise bucket_not_found(request.emulator.namespace, request.params.get("bucketName", ""))
         _check_write_conditions(if_match, if_none_match, store.find(OBJECT, _object_id(bucket_id, name)))
     tier = _storage_tier(request.header("storage-tier"))
@@ -448,21 +475,13 @@ def _put_object(request: Request, bucket_id: str, name: str) -> Response:
         bucket_id,
         name,
         received,
-        content=_content_fields(request),
+        content=_content_fields(request.headers, _CONTENT_HEADERS),
         meta=_metadata_headers(request),
         storage_tier=tier,
         if_match=if_match,
         if_none_match=if_none_match,
     )
-    return Response.empty(
-        200,
-        {
-            "etag": obj["etag"],
-            "opc-content-md5": obj["_contentMd5"],
-            "last-modified": ids.http_date(obj["_mtime"]),
-            "version-id": obj["_versionId"],
-        },
-    )
+    return Response.empty(200, _write_headers(obj))
 
 
 # --- namespace --------------------------------------------------------------------------------
@@ -483,7 +502,7 @@ def _bucket_view(request: Request, bucket: Resource) -> dict[str, Any]:
     view = public(bucket)
     fields = {f.strip() for f in (request.query.get("fields") or "").split(",") if f.strip()}
     if fields & {"approximateCount", "approximateSize"}:
-        objects = _objects_in(request, bucket["id"])
+        objects = _in_bucket(request, OBJECT, bucket["id"])
         view["approximateCount"] = len(objects)
         view["approximateSize"] = sum(int(o["size"]) for o in objects)
     return view
@@ -494,17 +513,9 @@ def create_bucket(request: Request) -> Response:
     _check_namespace(request)
     em = request.emulator
     body = request.json()
-    name = body.get("name")
-    if not name:
-        raise missing("name")
-    if not isinstance(name, str) or not _BUCKET_NAME.match(name):
-        raise OCIError(
-            400,
-            "InvalidBucketName",
-            "Bucket names may contain only letters, numbers, dashes, underscores and periods, at most 256 characters",
-        )
-    if not body.get("compartmentId"):
-        raise missing("compartmentId")
+    name = required(body, "name")
+    _check_bucket_name(name)
+    required(body, "compartmentId")
     if _find_bucket(request, name) is not None:
         raise bucket_exists(em.namespace, name)
     public_access = body.get("publicAccessType") or "NoPublicAccess"
@@ -538,51 +549,48 @@ def create_bucket(request: Request) -> Response:
 @service.route("GET", "/n/{namespaceName}/b", "ListBuckets")
 def list_buckets(request: Request) -> Response:
     _check_namespace(request)
-    compartment = request.query.get("compartmentId")
-    if not compartment:
-        raise missing("compartmentId")
+    compartment = required(request.query, "compartmentId")
     buckets = sorted((b for b in request.emulator.store.all(BUCKET) if b["compartmentId"] == compartment), key=lambda b: b["name"])
     with_tags = "tags" in (request.query.get("fields") or "")
     keys = ["namespace", "name", "compartmentId", "createdBy", "timeCreated", "etag"] + (
         ["freeformTags", "definedTags"] if with_tags else []
     )
-    chunk, headers = page([{k: b[k] for k in keys} for b in buckets], request, default_limit=1000)
-    return Response.json(chunk, headers=headers)
+    return paged(request, [{k: b[k] for k in keys} for b in buckets], default_limit=1000)
+
+
+def _read_bucket(request: Request, head: bool) -> Response:
+    """GET or HEAD the path's bucket, honouring If-Match / If-None-Match."""
+    bucket = _bucket(request)
+    early = _read_conditions(request, bucket["etag"])
+    if early is not None:
+        return early
+    if head:
+        return Response.empty(200, {"etag": bucket["etag"]})
+    return Response.json(_bucket_view(request, bucket), headers={"etag": bucket["etag"]})
 
 
 @service.route("GET", "/n/{namespaceName}/b/{bucketName}", "GetBucket")
 def get_bucket(request: Request) -> Response:
-    bucket = _bucket(request)
-    early = _read_conditions(request, bucket["etag"])
-    if early is not None:
-        return early
-    return Response.json(_bucket_view(request, bucket), headers={"etag": bucket["etag"]})
+    return _read_bucket(request, head=False)
 
 
 @service.route("HEAD", "/n/{namespaceName}/b/{bucketName}", "HeadBucket")
 def head_bucket(request: Request) -> Response:
-    bucket = _bucket(request)
-    early = _read_conditions(request, bucket["etag"])
-    if early is not None:
-        return early
-    return Response.empty(200, {"etag": bucket["etag"]})
+    return _read_bucket(request, head=True)
 
 
 @service.route("POST", "/n/{namespaceName}/b/{bucketName}", "UpdateBucket")
 def update_bucket(request: Request) -> Response:
     bucket = _bucket(request)
-    if_match = request.header("if-match")
-    if if_match is not None and if_match != bucket["etag"]:
-        raise OCIError(412, "IfMatchFailed", f"The If-Match header is '{if_match}' but the current entity tag is '{bucket['etag']}'")
+    _check_if_match(request, bucket["etag"])
     body = request.json()
     new_name = body.get("name")
     if new_name and new_name != bucket["name"]:
-        if not isinstance(new_name, str) or not _BUCKET_NAME.match(new_name):
-            raise OCIError(400, "InvalidBucketName", "Bucket names may contain only letters, numbers, dashes, underscores and periods")
+        _check_bucket_name(new_name)
         if _find_bucket(request, new_name) is not None:
             raise bucket_exists(bucket["namespace"], new_name)
         bucket["name"] = new_name
-        for obj in _objects_in(request, bucket["id"]):
+        for obj in _in_bucket(request, OBJECT, bucket["id"]):
             obj["bucketName"] = new_name
     for key in ("compartmentId", "publicAccessType", "kmsKeyId", "versioning", "autoTiering"):
         if body.get(key) is not None:
@@ -600,22 +608,20 @@ def update_bucket(request: Request) -> Response:
 @service.route("DELETE", "/n/{namespaceName}/b/{bucketName}", "DeleteBucket")
 def delete_bucket(request: Request) -> Response:
     bucket = _bucket(request)
-    if_match = request.header("if-match")
-    if if_match is not None and if_match != bucket["etag"]:
-        raise OCIError(412, "IfMatchFailed", f"The If-Match header is '{if_match}' but the current entity tag is '{bucket['etag']}'")
+    _check_if_match(request, bucket["etag"])
     name = bucket["name"]
-    if _objects_in(request, bucket["id"]):
+    if _in_bucket(request, OBJECT, bucket["id"]):
         raise OCIError(409, "BucketNotEmpty", f"Bucket named '{name}' is not empty. Delete all objects first.")
-    if _uploads_in(request, bucket["id"]):
+    if _in_bucket(request, UPLOAD, bucket["id"]):
         raise OCIError(409, "BucketNotEmpty", f"Bucket named '{name}' has pending multipart uploads. Stop all multipart uploads first.")
+    pars = _in_bucket(request, PAR, bucket["id"])
     now = time.time()
-    live_pars = [p for p in _pars_in(request, bucket["id"]) if p["_expires"] > now]
-    if live_pars:
+    if any(p["_expires"] > now for p in pars):
         raise OCIError(
             409, "PreauthenticatedRequestStillExists", f"Bucket named '{name}' has pre-authenticated requests. Delete them first."
         )
     store = request.emulator.store
-    for par in _pars_in(request, bucket["id"]):
+    for par in pars:  # expired ones go with the bucket
         store.remove(PAR, par["id"])
     store.remove(BUCKET, bucket["id"])
     return Response.empty(204)
@@ -639,7 +645,9 @@ def _list_objects(request: Request, bucket: Resource, allowed_prefix: str = "") 
     fields = [f for f in OBJECT_FIELDS if f.lower() in wanted] or ["name"]
     if "name" not in fields:
         fields.insert(0, "name")
-    objects = sorted((o for o in _objects_in(request, bucket["id"]) if o["name"].startswith(allowed_prefix)), key=lambda o: o["name"])
+    objects = sorted(
+        (o for o in _in_bucket(request, OBJECT, bucket["id"]) if o["name"].startswith(allowed_prefix)), key=lambda o: o["name"]
+    )
     listed: list[dict[str, Any]] = []
     prefixes: list[str] = []
     next_start: str | None = None
@@ -680,20 +688,19 @@ def list_objects(request: Request) -> Response:
 def put_object(request: Request) -> Response:
     with request.emulator.store.lock:
         bucket = _bucket(request)
-    return _put_object(request, bucket["id"], request.params["objectName"])
+    return _put_object(request, bucket)
 
 
 @service.route("GET", "/n/{namespaceName}/b/{bucketName}/o/{objectName+}", "GetObject", streaming=True)
 def get_object(request: Request) -> Response:
     with request.emulator.store.lock:
         bucket = _bucket(request)
-    return _serve_object(request, bucket["id"], bucket["name"], request.params["objectName"], head=False)
+    return _serve_object(request, bucket, head=False)
 
 
 @service.route("HEAD", "/n/{namespaceName}/b/{bucketName}/o/{objectName+}", "HeadObject")
 def head_object(request: Request) -> Response:
-    bucket = _bucket(request)
-    return _serve_object(request, bucket["id"], bucket["name"], request.params["objectName"], head=True)
+    return _serve_object(request, _bucket(request), head=True)
 
 
 @service.route("DELETE", "/n/{namespaceName}/b/{bucketName}/o/{objectName+}", "DeleteObject")
@@ -704,9 +711,7 @@ def delete_object(request: Request) -> Response:
     obj = _find_object(request, bucket, name)
     if obj is None:
         raise object_not_found(bucket["name"], name)
-    if_match = request.header("if-match")
-    if if_match is not None and if_match != obj["etag"]:
-        raise OCIError(412, "IfMatchFailed", f"The If-Match header is '{if_match}' but the current entity tag is '{obj['etag']}'")
+    _check_if_match(request, obj["etag"])
     em.store.remove(OBJECT, obj["id"])
     _unlink(obj.get("_file"))
     if bucket.get("objectEventsEnabled"):
@@ -728,9 +733,7 @@ def _upload_view(request: Request, upload: Resource) -> dict[str, Any]:
 
 
 def _upload(request: Request, bucket: Resource) -> Resource:
-    upload_id = request.query.get("uploadId")
-    if not upload_id:
-        raise missing("uploadId")
+    upload_id = required(request.query, "uploadId")
     upload = request.emulator.store.find(UPLOAD, upload_id)
     if upload is None or upload["_bucketId"] != bucket["id"] or upload["object"] != request.params["objectName"]:
         raise upload_not_found(upload_id)
@@ -746,9 +749,7 @@ def create_multipart_upload(request: Request) -> Response:
     em = request.emulator
     bucket = _bucket(request)
     body = request.json()
-    name = body.get("object")
-    if not name:
-        raise missing("object")
+    name = required(body, "object")
     _check_object_name(name)
     if_match, if_none_match = request.header("if-match"), request.header("if-none-match")
     _check_write_conditions(if_match, if_none_match, _find_object(request, bucket, name))
@@ -756,8 +757,7 @@ def create_multipart_upload(request: Request) -> Response:
     for key, value in (body.get("metadata") or {}).items():
         key = str(key).lower()
         meta[key if key.startswith("opc-meta-") else f"opc-meta-{key}"] = str(value)
-    content = {private: str(body[field]) for field, private in _DETAIL_FIELDS.items() if body.get(field)}
-    content.setdefault("_contentType", "application/octet-stream")
+    content = _content_fields(body, _DETAIL_FIELDS)
     upload_id = str(uuid.uuid4())
     upload: Resource = {
         "id": upload_id,
@@ -782,9 +782,8 @@ def create_multipart_upload(request: Request) -> Response:
 @service.route("GET", "/n/{namespaceName}/b/{bucketName}/u", "ListMultipartUploads")
 def list_multipart_uploads(request: Request) -> Response:
     bucket = _bucket(request)
-    uploads = sorted(_uploads_in(request, bucket["id"]), key=lambda u: (u["object"], u["timeCreated"], u["uploadId"]))
-    chunk, headers = page([_upload_view(request, u) for u in uploads], request, default_limit=1000)
-    return Response.json(chunk, headers=headers)
+    uploads = sorted(_in_bucket(request, UPLOAD, bucket["id"]), key=lambda u: (u["object"], u["timeCreated"], u["uploadId"]))
+    return paged(request, [_upload_view(request, u) for u in uploads], default_limit=1000)
 
 
 @service.route("PUT", "/n/{namespaceName}/b/{bucketName}/u/{objectName+}", "UploadPart", streaming=True)
@@ -827,8 +826,7 @@ def upload_part(request: Request) -> Response:
 def list_multipart_upload_parts(request: Request) -> Response:
     upload = _upload(request, _bucket(request))
     parts = sorted(upload["_parts"].values(), key=lambda p: p["partNumber"])
-    chunk, headers = page([{k: p[k] for k in ("partNumber", "etag", "md5", "size")} for p in parts], request, default_limit=1000)
-    return Response.json(chunk, headers=headers)
+    return paged(request, [{k: p[k] for k in ("partNumber", "etag", "md5", "size")} for p in parts], default_limit=1000)
 
 
 @service.route("POST", "/n/{namespaceName}/b/{bucketName}/u/{objectName+}", "CommitMultipartUpload", streaming=True)
@@ -841,40 +839,12 @@ def commit_multipart_upload(request: Request) -> Response:
     with store.lock:
         bucket = _bucket(request)
         upload = _upload(request, bucket)
-        chosen: list[dict[str, Any]] = []
-        seen: set[int] = set()
-        for item in wanted:
-            num, etag = item.get("partNum"), item.get("etag")
-            if not isinstance(num, int) or num in seen:
-                raise OCIError(400, "InvalidUploadPart", f"part number {num!r} is missing or listed twice")
-            seen.add(num)
-            part = upload["_parts"].get(str(num))
-            if part is None:
-                raise OCIError(400, "InvalidUploadPart", f"Part {num} has not been uploaded")
-            if etag != part["etag"]:
-                raise OCIError(
-                    400, "InvalidUploadPart", f"The etag '{etag}' of part {num} does not match the uploaded part's etag '{part['etag']}'"
-                )
-            chosen.append(dict(part))
-        chosen.sort(key=lambda p: p["partNumber"])
+        chosen = _chosen_parts(upload, wanted)
         upload_id, name = upload["uploadId"], upload["object"]
         if_match, if_none_match = upload.get("_ifMatch"), upload.get("_ifNoneMatch")
         _check_write_conditions(if_match, if_none_match, _find_object(request, bucket, name))
         meta, content, tier = dict(upload["_meta"]), dict(upload["_content"]), upload["storageTier"]
-    fd, tmp_name = tempfile.mkstemp(prefix="commit-", dir=_tmp_dir(request))
-    size = 0
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for part in chosen:
-                with open(part["_file"], "rb") as src:
-                    shutil.copyfileobj(src, out, 8 * CHUNK)
-                size += int(part["size"])
-    except FileNotFoundError:  # aborted while we copied
-        Path(tmp_name).unlink(missing_ok=True)
-        raise upload_not_found(upload_id) from None
-    combined = hashlib.md5(b"".join(base64.b64decode(p["md5"]) for p in chosen))  # noqa: S324 - OCI's multipart MD5
-    multipart_md5 = f"{_b64md5(combined.digest())}-{len(chosen)}"
-    received = _Received(Path(tmp_name), size, b"")
+    received = _concatenate(request, chosen, upload_id)
     with store.lock:
         if store.find(UPLOAD, upload_id) is None:
             received.discard()
@@ -889,18 +859,52 @@ def commit_multipart_upload(request: Request) -> Response:
             storage_tier=tier,
             if_match=if_match,
             if_none_match=if_none_match,
-            multipart_md5=multipart_md5,
+            multipart_md5=_multipart_md5(chosen),
         )
         _drop_upload(request, upload_id)
-    return Response.empty(
-        200,
-        {
-            "opc-multipart-md5": multipart_md5,
-            "etag": obj["etag"],
-            "last-modified": ids.http_date(obj["_mtime"]),
-            "version-id": obj["_versionId"],
-        },
-    )
+    return Response.empty(200, _write_headers(obj))
+
+
+def _chosen_parts(upload: Resource, wanted: list[Any]) -> list[dict[str, Any]]:
+    """The uploaded parts ``partsToCommit`` names, in part-number order; each must match its part's etag."""
+    chosen: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for item in wanted:
+        num, etag = (item.get("partNum"), item.get("etag")) if isinstance(item, dict) else (None, None)
+        if not isinstance(num, int) or num in seen:
+            raise OCIError(400, "InvalidUploadPart", f"part number {num!r} is missing or listed twice")
+        seen.add(num)
+        part = upload["_parts"].get(str(num))
+        if part is None:
+            raise OCIError(400, "InvalidUploadPart", f"Part {num} has not been uploaded")
+        if etag != part["etag"]:
+            raise OCIError(
+                400, "InvalidUploadPart", f"The etag '{etag}' of part {num} does not match the uploaded part's etag '{part['etag']}'"
+            )
+        chosen.append(dict(part))
+    return sorted(chosen, key=lambda p: p["partNumber"])
+
+
+def _concatenate(request: Request, parts: list[dict[str, Any]], upload_id: str) -> _Received:
+    """The parts' files joined into one temporary file, outside the store lock (objects can be large)."""
+    fd, tmp_name = tempfile.mkstemp(prefix="commit-", dir=_tmp_dir(request))
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with open(part["_file"], "rb") as src:
+                    shutil.copyfileobj(src, out, 8 * CHUNK)
+                size += int(part["size"])
+    except FileNotFoundError:  # aborted while we copied
+        Path(tmp_name).unlink(missing_ok=True)
+        raise upload_not_found(upload_id) from None
+    return _Received(Path(tmp_name), size, b"")
+
+
+def _multipart_md5(parts: list[dict[str, Any]]) -> str:
+    """OCI's ``opc-multipart-md5``: the MD5 of the parts' binary MD5s, then ``-`` and the part count."""
+    combined = hashlib.md5(b"".join(base64.b64decode(p["md5"]) for p in parts))  # noqa: S324 - OCI's multipart MD5
+    return f"{_b64md5(combined.digest())}-{len(parts)}"
 
 
 def _drop_upload(request: Request, upload_id: str) -> None:
@@ -922,17 +926,22 @@ def _par_summary(par: Resource) -> dict[str, Any]:
     return {k: par[k] for k in keys if par.get(k) is not None}
 
 
+def _par_expiry(body: dict[str, Any], now: float, max_hours: float) -> float:
+    expires = _parse_time(body.get("timeExpires"), "timeExpires")
+    if expires <= now:
+        raise invalid("timeExpires must be in the future")
+    if expires > now + max_hours * 3600:
+        raise invalid(f"timeExpires must be within {max_hours:g} hours")
+    return expires
+
+
 @service.route("POST", "/n/{namespaceName}/b/{bucketName}/p", "CreatePreauthenticatedRequest")
 def create_preauthenticated_request(request: Request) -> Response:
     em = request.emulator
     bucket = _bucket(request)
     body = request.json()
-    name = body.get("name")
-    if not name:
-        raise missing("name")
-    access = body.get("accessType")
-    if not access:
-        raise missing("accessType")
+    name = required(body, "name")
+    access = required(body, "accessType")
     if access not in ACCESS_TYPES:
         raise invalid(f"accessType must be one of {', '.join(ACCESS_TYPES)}")
     object_name = body.get("objectName") or None
@@ -941,12 +950,8 @@ def create_preauthenticated_request(request: Request) -> Response:
     listing = body.get("bucketListingAction") or "Deny"
     if listing not in ("Deny", "ListObjects"):
         raise invalid("bucketListingAction must be Deny or ListObjects")
-    expires = _parse_time(body.get("timeExpires"), "timeExpires")
     now = time.time()
-    if expires <= now:
-        raise invalid("timeExpires must be in the future")
-    if expires > now + em.settings.par_max_hours * 3600:
-        raise invalid(f"timeExpires must be within {em.settings.par_max_hours:g} hours")
+    expires = _par_expiry(body, now, em.settings.par_max_hours)
     token = secrets.token_urlsafe(48)
     encoded_bucket = quote(bucket["name"], safe="")
     object_part = "" if access.startswith("Any") else quote(object_name or "", safe="/")
@@ -972,10 +977,9 @@ def create_preauthenticated_request(request: Request) -> Response:
 def list_preauthenticated_requests(request: Request) -> Response:
     bucket = _bucket(request)
     prefix = request.query.get("objectNamePrefix") or ""
-    pars = [p for p in _pars_in(request, bucket["id"]) if (p.get("objectName") or "").startswith(prefix)]
+    pars = [p for p in _in_bucket(request, PAR, bucket["id"]) if (p.get("objectName") or "").startswith(prefix)]
     pars.sort(key=lambda p: (p["timeCreated"], p["id"]))
-    chunk, headers = page([_par_summary(p) for p in pars], request, default_limit=1000)
-    return Response.json(chunk, headers=headers)
+    return paged(request, [_par_summary(p) for p in pars], default_limit=1000)
 
 
 def _bucket_par(request: Request, bucket: Resource) -> Resource:
@@ -1014,15 +1018,13 @@ def _par_target(request: Request, need: str) -> tuple[Resource, Resource]:
             raise par_not_found()
         access = par["accessType"]
         name = request.params.get("objectName")
-        if name is None:  # the bucket listing
-            if not access.startswith("Any") or par["bucketListingAction"] != "ListObjects":
-                raise par_not_found()
-        elif access.startswith("Any"):
-            if par.get("objectName") and not name.startswith(par["objectName"]):
-                raise par_not_found()
-        elif name != par["objectName"]:
-            raise par_not_found()
-        if name is not None and need not in access:
+        if name is None:  # the bucket listing: OCI allows it on AnyObjectRead(Write) PARs with ListObjects
+            allowed = access.startswith("Any") and par["bucketListingAction"] == "ListObjects"
+        elif access.startswith("Any"):  # objectName, if set, is a prefix
+            allowed = name.startswith(par.get("objectName") or "")
+        else:
+            allowed = name == par["objectName"]
+        if not allowed or need not in access:
             raise par_not_found()
         return par, dict(bucket)
 
@@ -1030,19 +1032,19 @@ def _par_target(request: Request, need: str) -> tuple[Resource, Resource]:
 @service.route("GET", PAR_OBJECT_PATH, "GetObjectWithPAR", authenticated=False, streaming=True)
 def par_get_object(request: Request) -> Response:
     _, bucket = _par_target(request, "Read")
-    return _serve_object(request, bucket["id"], bucket["name"], request.params["objectName"], head=False)
+    return _serve_object(request, bucket, head=False)
 
 
 @service.route("HEAD", PAR_OBJECT_PATH, "HeadObjectWithPAR", authenticated=False, streaming=True)
 def par_head_object(request: Request) -> Response:
     _, bucket = _par_target(request, "Read")
-    return _serve_object(request, bucket["id"], bucket["name"], request.params["objectName"], head=True)
+    return _serve_object(request, bucket, head=True)
 
 
 @service.route("PUT", PAR_OBJECT_PATH, "PutObjectWithPAR", authenticated=False, streaming=True)
 def par_put_object(request: Request) -> Response:
     _, bucket = _par_target(request, "Write")
-    return _put_object(request, bucket["id"], request.params["objectName"])
+    return _put_object(request, bucket)
 
 
 @service.route("GET", "/p/{parToken}/n/{namespaceName}/b/{bucketName}/o", "ListObjectsWithPAR", authenticated=False, streaming=True)

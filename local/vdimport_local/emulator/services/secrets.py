@@ -15,8 +15,9 @@ from typing import Any
 
 from .. import ids
 from ..errors import invalid, missing, not_found
-from ..routing import Request, Response, Service, page
+from ..routing import Request, Response, Service
 from ..store import Resource, Store
+from ._common import paged, required
 
 service = Service("secrets")
 
@@ -83,26 +84,24 @@ def _bundle(secret: Resource, version: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@service.route("GET", "/20190301/secretbundles/{secretId}", "GetSecretBundle")
-def get_secret_bundle(request: Request) -> Response:
-    secret = request.emulator.store.get(KIND, request.params["secretId"], "secret")
+def _bundle_response(secret: Resource, request: Request) -> Response:
     version = _pick(secret, request.query)
     return Response.json(_bundle(secret, version), headers={"etag": version["etag"]})
+
+
+@service.route("GET", "/20190301/secretbundles/{secretId}", "GetSecretBundle")
+def get_secret_bundle(request: Request) -> Response:
+    return _bundle_response(request.emulator.store.get(KIND, request.params["secretId"], "secret"), request)
 
 
 @service.route("POST", "/20190301/secretbundles/actions/getByName", "GetSecretBundleByName")
 def get_secret_bundle_by_name(request: Request) -> Response:
-    name = request.query.get("secretName")
-    vault = request.query.get("vaultId")
-    if not name:
-        raise missing("secretName")
-    if not vault:
-        raise missing("vaultId")
+    name = required(request.query, "secretName")
+    vault = required(request.query, "vaultId")
     secret = _by_name(request.emulator.store, name, vault)
     if secret is None:
         raise not_found("secret")
-    version = _pick(secret, request.query)
-    return Response.json(_bundle(secret, version), headers={"etag": version["etag"]})
+    return _bundle_response(secret, request)
 
 
 @service.route("GET", "/20190301/secretbundles/{secretId}/versions", "ListSecretBundleVersions")
@@ -116,8 +115,7 @@ def list_secret_bundle_versions(request: Request) -> Response:
         for version in secret["_versions"]
     ]
     summaries.sort(key=lambda s: s["versionNumber"], reverse=descending)
-    chunk, headers = page(summaries, request)
-    return Response.json(chunk, headers=headers)
+    return paged(request, summaries)
 
 
 def _by_name(store: Store, name: str, vault: str) -> Resource | None:
@@ -128,6 +126,16 @@ def _by_name(store: Store, name: str, vault: str) -> Resource | None:
 
 
 # --- admin: how secrets come to exist in the emulator ------------------------------
+def _content_b64(body: dict[str, Any]) -> str:
+    """The secret's bytes as OCI hands them out (base64), from ``contentBase64`` or text ``content``."""
+    if "contentBase64" in body:
+        try:
+            return base64.b64encode(base64.b64decode(str(body["contentBase64"]), validate=True)).decode()
+        except (binascii.Error, ValueError):
+            raise invalid("contentBase64 is not base64") from None
+    if isinstance(body.get("content"), str):
+        return base64.b64encode(body["content"].encode()).decode()
+    raise missing("content")
 
 
 @service.route("POST", "/_ocisim/secrets", "AdminPutSecret", authenticated=False)
@@ -137,15 +145,7 @@ def admin_put_secret(request: Request) -> Response:
     name = body.get("name")
     if not isinstance(name, str) or not name:
         raise missing("name")
-    if "contentBase64" in body:
-        try:
-            content = base64.b64encode(base64.b64decode(str(body["contentBase64"]), validate=True)).decode()
-        except (binascii.Error, ValueError):
-            raise invalid("contentBase64 is not base64") from None
-    elif isinstance(body.get("content"), str):
-        content = base64.b64encode(body["content"].encode()).decode()
-    else:
-        raise missing("content")
+    content = _content_b64(body)
     store = request.emulator.store
     vault = str(body.get("vaultId") or default_vault(store))
     now = ids.now_iso()
@@ -178,14 +178,10 @@ def admin_put_secret(request: Request) -> Response:
 @service.route("GET", "/_ocisim/secrets", "AdminListSecrets", authenticated=False)
 def admin_list_secrets(request: Request) -> Response:
     """Secrets with their version numbers, never their content."""
-    out = []
-    for secret in request.emulator.store.all(KIND):
-        out.append(
-            {
-                "id": secret["id"],
-                "name": secret["secretName"],
-                "vaultId": secret["vaultId"],
-                "versions": [v["versionNumber"] for v in secret["_versions"]],
-            }
-        )
-    return Response.json(out)
+    stored = request.emulator.store.all(KIND)
+    return Response.json(
+        [
+            {"id": s["id"], "name": s["secretName"], "vaultId": s["vaultId"], "versions": [v["versionNumber"] for v in s["_versions"]]}
+            for s in stored
+        ]
+    )
