@@ -77,10 +77,7 @@ def build_disk(path: Path, partitions: list[Partition], table: str = "gpt") -> P
     total = first + sum(p.size_mib for p in partitions) * MIB + MIB
     with open(path, "wb") as f:
         f.truncate(total)
-    layout = f"label: {table}\n" + "".join(
-        f"size={p.size_mib}MiB, type={'L' if p.fs != 'vfat' else 'b' if table == 'dos' else 'EBD0A0A2-B9E5-4433-87C0-68B6B72699C7'}\n"
-        for p in partitions
-    )
+    layout = f"label: {table}\n" + "".join(f"size={p.size_mib}MiB, type={_partition_type(p.fs, table)}\n" for p in partitions)
     subprocess.run(["sfdisk", "-q", "--no-reread", str(path)], input=layout.encode(), check=True, stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory(prefix="vdimport-disk-") as tmp:
         scratch = Path(tmp)

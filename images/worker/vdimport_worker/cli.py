@@ -23,7 +23,7 @@ from .config import ConfigError, WorkerConfig
 from .context import StepContext, StepError
 from .remote import RemoteError
 from .request import ImportRequest, RequestError
-from .steps import STEP_NAMES, STEPS
+from .steps import CLEANUP_STEP, STEP_NAMES, STEPS
 from .waiting import UnexpectedState, WaitTimeout
 
 DEFAULT_RESULT_PATH = "/airflow/xcom/return.json"
@@ -60,9 +60,21 @@ def _write_result(result: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def _request_for(step: str, conf: Any) -> ImportRequest:
+    """The validated request; cleanup settles for what it can use, so a bad request never blocks it."""
+    try:
+        return ImportRequest.parse(conf)
+    except RequestError as exc:
+        if step != CLEANUP_STEP:
+            raise
+        log.warning("The request is not valid (%s); cleaning up with what it names", exc)
+        return ImportRequest.lenient(conf)
+
+
 def describe_service_error(exc: oci.exceptions.ServiceError) -> str:
     operation = getattr(exc, "operation_name", None) or "an OCI call"
-    return f"OCI {operation} failed: {exc.status} {exc.code}: {exc.message} (opc-request-id {exc.request_id})"
+    detail = f"{exc.code or 'no error code'}: {exc.message or 'no message'}"  # a HEAD's error has no body
+    return f"OCI {operation} failed: {exc.status} {detail} (opc-request-id {exc.request_id})"
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -84,10 +96,10 @@ def run(argv: list[str] | None = None) -> int:
         state = _json_arg(args.state, "state")
         if not isinstance(state, dict):
             raise RequestError("--state must be a JSON object")
-        request = ImportRequest.parse(conf)
+        request = _request_for(args.step, conf)
         from .clients import Clients
 
-        clients = Clients(config, retry_base_seconds=float(os.environ.get("VDIMPORT_RETRY_BASE_SECONDS", "1")))
+        clients = Clients(config, retry_base_seconds=config.retry_base_seconds)
         ctx = StepContext(run_id=args.run_id, conf=conf, request=request, state=state, config=config, clients=clients)
         log.info("Step %s of run %s (resources named %s-*)", args.step, args.run_id, ctx.names.prefix)
         result = STEPS[args.step](ctx)

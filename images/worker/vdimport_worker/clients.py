@@ -33,6 +33,9 @@ def retry_strategy(base_seconds: float = 1.0, include_500: bool = True) -> Any:
         total_elapsed_time_seconds=600,
         retry_max_wait_between_calls_seconds=30,
         retry_base_sleep_time_seconds=base_seconds,
+        # The SDK adds up to ``decorrelated_jitter`` seconds (default 1) to every wait;
+        # scale it with the base so a short base (local mode, tests) means short waits.
+        decorrelated_jitter=base_seconds,
         service_error_check=True,
         service_error_retry_on_any_5xx=False,
         service_error_retry_config=statuses,

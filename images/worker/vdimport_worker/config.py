@@ -32,6 +32,10 @@ class Deadlines:
     command: float = 6 * 3600.0  # one Run Command script (download, write, verify, fsck)
 
 
+# Each deadline is overridable as VDIMPORT_<NAME>_TIMEOUT_SECONDS (1..86400, Run Command's limit).
+DEADLINE_NAMES = ("launch", "ready", "attach", "detach", "terminate", "volume", "command")
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     compartment_id: str
@@ -48,6 +52,7 @@ class WorkerConfig:
     write_vpus_per_gb: int = 30  # performance level while writing; tuned to the request after
     download_streams: int = 8
     poll_max_seconds: float = 10.0
+    retry_base_seconds: float = 1.0  # first back-off of the SDK's retries (throttling, 5xx)
     deadlines: Deadlines = field(default_factory=Deadlines)
 
     @classmethod
@@ -109,7 +114,12 @@ class WorkerConfig:
             "write_vpus_per_gb": int(vpus) // 10 * 10,
             "download_streams": int(number("DOWNLOAD_STREAMS", 8, 1, 64)),
             "poll_max_seconds": number("POLL_MAX_SECONDS", 10, 0.05, 120),
+            "retry_base_seconds": number("RETRY_BASE_SECONDS", 1, 0.001, 30),
         }
+        defaults = Deadlines()
+        values["deadlines"] = Deadlines(
+            **{name: number(f"{name.upper()}_TIMEOUT_SECONDS", getattr(defaults, name), 1, 86400) for name in DEADLINE_NAMES}
+        )
         if problems:
             raise ConfigError("; ".join(problems))
         return cls(**values)

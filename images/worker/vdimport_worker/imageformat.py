@@ -36,6 +36,16 @@ SAFETY_MESSAGES = {
     "extents": "its VMDK extents point outside the file",
 }
 
+# Magic numbers of the formats above: content that starts like one but was not recognised
+# as one is a cut-off image, not "raw".
+HEADER_MAGIC = (
+    (0, b"QFI\xfb", "qcow2"),
+    (0, b"KDMV", "vmdk"),
+    (0, b"conectix", "vhd"),
+    (0, b"vhdxfile", "vhdx"),
+    (0x40, b"\x7f\x10\xda\xbe", "vdi"),
+)
+
 ReadRange = Callable[[int, int], bytes]
 
 
@@ -105,9 +115,14 @@ def _inspect_disk(read: ReadRange, offset: int, length: int, declared: str | Non
         inspector = next(i for i in matches if inspectors[i] == detected)
         _safety_check(inspector, detected)
         virtual_size = int(inspector.virtual_size)
+        if detected == "vdi":
+            _check_vdi(head, length)
     elif vhd_footer is not None:
         detected, virtual_size = "vhd", _check_fixed_vhd(vhd_footer, length)
     else:
+        cut = next((name for at, magic, name in HEADER_MAGIC if head[at : at + len(magic)] == magic), None)
+        if cut:
+            raise UnsafeImage(f"the {cut} header is cut short (a truncated or malformed image)")
         if head.lstrip().startswith(b"# Disk DescriptorFile"):
             raise UnsafeImage("this is a VMDK descriptor without its data; upload a monolithicSparse or streamOptimized VMDK")
         if declared != "raw" and not _looks_like_raw_disk(head):
@@ -115,12 +130,13 @@ def _inspect_disk(read: ReadRange, offset: int, length: int, declared: str | Non
                 "the content is not a recognised disk image (no image header, partition table or file system); "
                 "set source_format=raw to import it as a raw disk anyway"
             )
+        _check_partition_table(head, length)
         detected, virtual_size = "raw", length
     qemu_format = QEMU_FORMAT[detected]
     if declared is not None and USER_TO_QEMU[declared] != qemu_format:
-        raise UnsafeImage(f"source_format says {declared} but the content is {_user_name(qemu_format)}")
+        raise UnsafeImage(f"source_format says {declared} but the content is {user_format(qemu_format)}")
     if virtual_size <= 0:
-        raise UnsafeImage(f"the {_user_name(qemu_format)} header gives no usable virtual size")
+        raise UnsafeImage(f"the {user_format(qemu_format)} header gives no usable virtual size")
     if virtual_size > MAX_VIRTUAL_SIZE:
         raise UnsafeImage(f"virtual size {virtual_size} bytes is larger than the largest block volume (32 TiB)")
     return SourceImage(qemu_format, offset, length, virtual_size)
@@ -150,6 +166,56 @@ def _looks_like_raw_disk(head: bytes) -> bool:
         (4086, b"SWAPSPACE2"),
     )
     return any(head[at : at + len(magic)] == magic for at, magic in signatures)
+
+
+def _check_partition_table(head: bytes, length: int) -> None:
+    """A raw disk whose partition table describes more disk than the object holds is truncated.
+
+    qemu-img reads past the end of a raw file as zeros, so a cut-off upload would otherwise
+    import "successfully" with its tail missing. GPT: the backup header sits in the disk's
+    last sector. MBR: no partition may end past the end (a FAT or NTFS boot sector, which
+    also ends in 55 AA, holds no partition table).
+    """
+    need = 0
+    if head[512:520] == b"EFI PART" and len(head) >= 1024:
+        (backup_lba,) = struct.unpack_from("<Q", head, 512 + 32)
+        need = (backup_lba + 1) * 512
+    elif head[510:512] == b"\x55\xaa" and len(head) >= 512 and not _is_boot_sector(head):
+        entries = [head[at : at + 16] for at in range(446, 510, 16)]
+        if all(entry[0] in (0x00, 0x80) for entry in entries):
+            for entry in entries:
+                kind, (start, count) = entry[4], struct.unpack_from("<II", entry, 8)
+                if kind not in (0x00, 0xEE) and count:
+                    need = max(need, (start + count) * 512)
+    if need > length:
+        raise UnsafeImage(
+            f"the disk's partition table describes {need} bytes but the object holds only {length}: "
+            "the image is truncated (or not a raw disk)"
+        )
+
+
+def _is_boot_sector(head: bytes) -> bool:
+    """A FAT/NTFS/exFAT volume boot record (a file system without a partition table)."""
+    return head[0] in (0xEB, 0xE9) and (
+        head[3:11] in (b"NTFS    ", b"EXFAT   ") or head[54:59] in (b"FAT12", b"FAT16") or head[82:87] == b"FAT32"
+    )
+
+
+def _check_vdi(head: bytes, length: int) -> None:
+    """VirtualBox VDI: only dynamic and fixed images, with every allocated block inside the file."""
+    if len(head) < 0x188:
+        raise UnsafeImage("malformed vdi image: its header is incomplete")
+    (image_type,) = struct.unpack_from("<I", head, 0x4C)
+    if image_type not in (1, 2):
+        raise UnsafeImage(f"unsupported vdi image: type {image_type} (only dynamic and fixed VDIs; a differencing VDI needs its parent)")
+    (offset_data,) = struct.unpack_from("<I", head, 0x158)
+    (block_size,) = struct.unpack_from("<I", head, 0x178)
+    (blocks_allocated,) = struct.unpack_from("<I", head, 0x184)
+    need = offset_data + blocks_allocated * block_size
+    if need > length:
+        raise UnsafeImage(
+            f"malformed vdi image: its {blocks_allocated} allocated blocks need {need} bytes, the file has {length} (truncated?)"
+        )
 
 
 def _vhd_footer(footer: bytes) -> bytes | None:
@@ -249,5 +315,5 @@ def check_qemu_info(info: dict[str, Any], planned: SourceImage, image_path: str)
         raise UnsafeImage(f"virtual size {virtual_size} bytes is out of range")
 
 
-def _user_name(qemu_format: str) -> str:
+def user_format(qemu_format: str) -> str:
     return "vhd" if qemu_format == "vpc" else qemu_format

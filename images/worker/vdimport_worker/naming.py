@@ -25,16 +25,23 @@ def volume_display_name(requested: str | None, object_name: str) -> str:
     """The volume is named after the image: the requested name, else the object's base name.
 
     OCI display names allow most characters, but a name that shows cleanly in the console
-    and survives shells is kinder: letters, digits and ``._-``, at most 255 characters.
+    and survives shells is kinder: letters and digits (of any script, so ``диск.qcow2``
+    stays ``диск``), ``._-``, at most 255 characters; every other run of characters
+    (spaces, quotes, ``$``, control characters, emoji) becomes one ``-``. A requested name
+    with nothing usable left falls back to the object's name.
     """
-    base = requested or object_name.rstrip("/").rsplit("/", 1)[-1]
-    if not requested:
-        for suffix in (".gz", ".qcow2", ".vmdk", ".vhdx", ".vhd", ".vdi", ".raw", ".img", ".ova"):
-            if base.lower().endswith(suffix) and len(base) > len(suffix):
-                base = base[: -len(suffix)]
-    text = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode()
-    text = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "disk"
-    return text[:MAX_DISPLAY_NAME]
+    if requested and (name := _sanitised(requested)):
+        return name
+    base = object_name.rstrip("/").rsplit("/", 1)[-1]
+    for suffix in (".gz", ".qcow2", ".vmdk", ".vhdx", ".vhd", ".vdi", ".raw", ".img", ".ova"):
+        if base.lower().endswith(suffix) and len(base) > len(suffix):
+            base = base[: -len(suffix)]
+    return _sanitised(base) or "disk"
+
+
+def _sanitised(name: str) -> str:
+    text = re.sub(r"[^\w.-]+", "-", unicodedata.normalize("NFKC", name))
+    return text.strip("-.")[:MAX_DISPLAY_NAME].strip("-.")
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,11 @@ def _script_text(name: str) -> str:
     return resources.files("vdimport_worker").joinpath("vm", f"{name}.sh").read_text()
 
 
+def _code_lines(text: str) -> str:
+    """The script without comment-only lines: every byte counts against the 4 KB limit."""
+    return "".join(line for line in text.splitlines(keepends=True) if not line.lstrip().startswith("#"))
+
+
 def build_script(name: str, variables: dict[str, str | int]) -> str:
     """The full Run Command text: quoted variables, the shared prelude, the script."""
     lines = ["#!/bin/bash"]
@@ -58,11 +63,20 @@ def build_script(name: str, variables: dict[str, str | int]) -> str:
         if not key.isidentifier() or not key.isupper():
             raise ValueError(f"bad script variable name {key!r}")
         lines.append(f"{key}={shlex.quote(str(value))}")
-    text = "\n".join(lines) + "\n" + _script_text("lib") + _script_text(name)
+    text = "\n".join(lines) + "\n" + _code_lines(_script_text("lib")) + _code_lines(_script_text(name))
     size = len(text.encode())
     if size > MAX_SCRIPT_BYTES:
         raise RemoteError(f"worker script {name} is {size} bytes, over Run Command's 4 KB limit")
     return text
+
+
+def fits(name: str, variables: dict[str, str | int]) -> bool:
+    """Whether ``name`` with these values fits in one Run Command text."""
+    try:
+        build_script(name, {"RUN": "x" * 12, **variables})
+    except RemoteError:
+        return False
+    return True
 
 
 def parse_output(text: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -144,9 +158,7 @@ class WorkerShell:
         def fetch() -> Any:
             checks["count"] += 1
             if checks["count"] % 5 == 0:
-                state = self.clients.compute.get_instance(self.instance_id).data.lifecycle_state
-                if state in GONE_INSTANCE_STATES:
-                    raise RemoteError(f"the worker instance went {state} while {script} ran on it")
+                self._raise_if_gone(script)
             return self._execution(command_id)
 
         def heartbeat(execution: Any, elapsed: float) -> None:
@@ -169,12 +181,21 @@ class WorkerShell:
         if state == "SUCCEEDED" and parsed is not None:
             log.info("%s finished on the worker in %.1f s", script, time.monotonic() - started)
             return ScriptResult(parsed, output, command_id, reused)
+        try:  # a lost agent ends its command as TIMED_OUT or FAILED: say why
+            self._raise_if_gone(script)
+        except oci.exceptions.ServiceError as exc:
+            log.warning("Could not read the worker's state (%s %s)", exc.status, exc.code)
         if state == "TIMED_OUT":
             raise RemoteError(f"{script} on the worker timed out after {timeout_seconds} s")
         if state == "CANCELED":
             raise RemoteError(f"{script} on the worker was canceled")
         exit_code = getattr(execution.content, "exit_code", None)
         raise RemoteError(error or f"{script} on the worker failed (exit {exit_code}) without saying why")
+
+    def _raise_if_gone(self, script: str) -> None:
+        state = self.clients.compute.get_instance(self.instance_id).data.lifecycle_state
+        if state in GONE_INSTANCE_STATES:
+            raise RemoteError(f"the worker instance {self.instance_id} went {state} while {script} ran on it")
 
 
 def _output_text(execution: Any) -> str:

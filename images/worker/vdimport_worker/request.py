@@ -33,7 +33,7 @@ OPTION_KEYS = (
 )
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
-_OCID = re.compile(r"^ocid1\.([a-z0-9]+)\.[a-z0-9-]*\.[a-z0-9-]*\.[A-Za-z0-9._-]+$")
+_OCID = re.compile(r"ocid1\.([a-z0-9]+)\.[a-z0-9-]*\.[a-z0-9-]*\.[A-Za-z0-9._-]+")
 MAX_OBJECT_NAME = 1024
 MAX_VOLUME_NAME = 255
 MAX_TAGS = 64
@@ -72,6 +72,13 @@ class ImportRequest:
         return asdict(self)
 
     @classmethod
+    def lenient(cls, conf: Any) -> ImportRequest:
+        """Whatever source a malformed request names, with default options: enough to clean up."""
+        return cls(
+            _lenient_text(conf, "namespace"), _lenient_text(conf, "bucket"), _lenient_text(conf, "object"), None, None, ImportOptions()
+        )
+
+    @classmethod
     def parse(cls, conf: dict[str, Any] | str) -> ImportRequest:
         """Validate a run conf (dict or JSON text) into a request, or raise RequestError."""
         if isinstance(conf, str):
@@ -108,6 +115,11 @@ class ImportRequest:
         return cls(namespace, bucket, obj, etag, size, options, tuple(unknown))
 
 
+def _lenient_text(conf: Any, key: str) -> str:
+    value = conf.get(key) if isinstance(conf, dict) else None
+    return value if isinstance(value, str) else ""
+
+
 def _metadata_key(key: str) -> str:
     """``opc-meta-ad_number``, ``AD-Number`` and ``ad_number`` all mean the same option."""
     key = key.lower()
@@ -129,7 +141,7 @@ def _parse_options(raw: dict[str, Any]) -> ImportOptions:
             raise RequestError("volume_name: must be a non-empty name")
         values["volume_name"] = name
     if "vpus_per_gb" in raw:
-        vpus = _integer("vpus_per_gb", raw["vpus_per_gb"], allowed="0, 10, 20, ... 120")
+        vpus = _integer("vpus_per_gb", raw["vpus_per_gb"], allowed="one of 0, 10, 20, ... 120")
         if vpus not in VPUS_CHOICES:
             raise RequestError(f"vpus_per_gb: must be one of 0, 10, 20, ... 120 (got {_show(raw['vpus_per_gb'])})")
         values["vpus_per_gb"] = vpus
@@ -186,7 +198,7 @@ def _integer(key: str, value: Any, allowed: str = "a whole number") -> int:
         raise RequestError(f"{key}: must be {allowed} (got {_show(value)})")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,12}\s*", value):
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,12}\s*", value):
         return int(value)
     raise RequestError(f"{key}: must be {allowed} (got {_show(value)})")
 
@@ -225,7 +237,7 @@ def _tags(value: Any) -> dict[str, str]:
 
 
 def _is_ocid(value: str, kind: str) -> bool:
-    found = _OCID.match(value)
+    found = _OCID.fullmatch(value)
     return bool(found and found.group(1) == kind)
 
 

@@ -13,6 +13,8 @@ import oci
 
 from ..context import StepContext, StepError
 from ..imageformat import SourceImage, UnsafeImage, check_qemu_info
+from ..remote import fits
+from .worker import delete_run_pars
 
 log = logging.getLogger("vdimport")
 
@@ -49,27 +51,27 @@ def download_image(ctx: StepContext) -> dict[str, Any]:
             f" (disk {source.member!r} of the ova)" if source.member else "",
             ctx.config.download_streams,
         )
-        result = (
-            ctx.shell()
-            .run(
-                "download",
-                {
-                    "URL": url,
-                    "ETAG": obj["etag"],
-                    "OFFSET": source.offset,
-                    "LENGTH": source.length,
-                    "STREAMS": ctx.config.download_streams,
-                    "MD5": obj.get("md5") or "",
-                    "FORMAT": source.format,
-                },
-                _command_timeout(ctx),
-                secret=True,
-            )
-            .result
-        )
+        variables: dict[str, str | int] = {
+            "URL": url,
+            "ETAG": obj["etag"],
+            "OFFSET": source.offset,
+            "LENGTH": source.length,
+            "STREAMS": ctx.config.download_streams,
+            "MD5": obj.get("md5") or "",
+            "FORMAT": source.format,
+        }
+        shell = ctx.shell()
+        if not fits("download", variables):
+            # A long object name makes a long PAR URL: hand it over in a command of its own.
+            shell.run("stash", {"NAME": "par-url", "VALUE": url}, 300, secret=True)
+            variables["URL"] = ""
+        result = shell.run("download", variables, _command_timeout(ctx), secret=True).result
     finally:
         ctx.clients.object_storage.delete_preauthenticated_request(obj["namespace"], obj["bucket"], par_id)
         log.info("Deleted the pre-authenticated request")
+        # A killed earlier attempt may have left its PAR (its download may even be the one we
+        # just waited for): the download is over, so no PAR of this run is needed any more.
+        delete_run_pars(ctx)
     info = json.loads(gzip.decompress(base64.b64decode(result["info"])))
     try:
         check_qemu_info(info, source, result["path"])

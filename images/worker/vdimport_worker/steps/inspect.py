@@ -29,7 +29,7 @@ def volume_size_gb(virtual_size: int) -> int:
 def inspect_object(ctx: StepContext) -> dict[str, Any]:
     req = ctx.request
     os_client = ctx.clients.object_storage
-    log.info("Inspecting oci://%s/%s/%s", req.bucket, req.namespace, _shown(req.object))
+    log.info("Inspecting object %s in bucket %s (namespace %s)", _shown(req.object), req.bucket, req.namespace)
     try:
         head = os_client.head_object(req.namespace, req.bucket, req.object)
     except oci.exceptions.ServiceError as exc:

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from ..context import StepContext
+from ..imageformat import user_format
 
 log = logging.getLogger("vdimport")
 
@@ -28,7 +29,8 @@ def report(ctx: StepContext) -> dict[str, Any]:
             "bucket": inspected["object"]["bucket"],
             "etag": inspected["object"]["etag"],
             "object_size": inspected["object"]["size"],
-            "format": inspected["source"]["format"],
+            "format": user_format(inspected["source"]["format"]),
+            "qemu_format": inspected["source"]["format"],
             "container": inspected["source"].get("container"),
             "virtual_size": downloaded.get("virtual_size", inspected["source"]["virtual_size"]),
             "allocated_size": downloaded.get("actual_size"),

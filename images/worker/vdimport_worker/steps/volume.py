@@ -128,17 +128,19 @@ def _wait_detached(ctx: StepContext, attachment_id: str, what: str) -> None:
 def detach_volume(ctx: StepContext) -> dict[str, Any]:
     volume_id = _volume_id(ctx)
     compute = ctx.clients.compute
-    detached = []
-    for attachment in _live_attachments(ctx, volume_id):
+    # The run's attachment and any other live one: a re-run finds none live and returns the same.
+    detached = {str(ctx.result_of("attach_volume")["attachment_id"])}
+    live = _live_attachments(ctx, volume_id)
+    for attachment in live:
         if attachment.lifecycle_state != "DETACHING":
             log.info("Detaching volume %s from %s", volume_id, attachment.device)
             compute.detach_volume(attachment.id)
         _wait_detached(ctx, attachment.id, f"detaching volume {volume_id}")
-        detached.append(attachment.id)
-    if not detached:
+        detached.add(attachment.id)
+    if not live:
         log.info("Volume %s is not attached", volume_id)
     _mark_verified(ctx, volume_id)
-    return {"volume_id": volume_id, "detached": detached}
+    return {"volume_id": volume_id, "detached": sorted(detached)}
 
 
 def _mark_verified(ctx: StepContext, volume_id: str) -> None:
@@ -153,33 +155,45 @@ def _mark_verified(ctx: StepContext, volume_id: str) -> None:
         _wait_volume(ctx, volume_id, f"tagging volume {volume_id}")
 
 
-def delete_unfinished_volumes(ctx: StepContext) -> list[str]:
-    """Delete this run's volumes that never passed the checks, unless asked to keep them."""
+def delete_unfinished_volumes(ctx: StepContext) -> tuple[list[str], list[str]]:
+    """Delete this run's volumes that never passed the checks, unless asked to keep them.
+
+    Runs after the worker is terminated, so their attachments are going away by themselves.
+    Returns (deleted, kept) volume ids.
+    """
     plan = (ctx.state.get("inspect_object") or {}).get("plan") or {}
     keep = plan.get("keep_on_failure", ctx.request.options.keep_on_failure)
-    deleted = []
+    deleted, kept = [], []
     for volume in _run_volumes(ctx):
         if (volume.freeform_tags or {}).get(STATE_TAG) == VERIFIED:
             continue
-        if keep:
-            log.warning("Keeping unfinished volume %s (%s) as the request asked", volume.id, volume.display_name)
-            continue
         for attachment in _live_attachments(ctx, volume.id):
             _wait_detached(ctx, attachment.id, f"waiting for volume {volume.id} to detach")
+        if keep:
+            log.warning(
+                "Keeping unfinished volume %s (%s) as the request asked (keep_on_failure): its content is NOT a checked import",
+                volume.id,
+                volume.display_name,
+            )
+            kept.append(volume.id)
+            continue
         log.info("Deleting unfinished volume %s (%s): the import did not complete", volume.id, volume.display_name)
         ctx.clients.blockstorage.delete_volume(volume.id)
         deleted.append(volume.id)
-    return deleted
+    return deleted, kept
 
 
 def tune_volume(ctx: StepContext) -> dict[str, Any]:
     volume_id = _volume_id(ctx)
     wanted = ctx.plan["vpus_per_gb"]
-    volume = ctx.clients.blockstorage.get_volume(volume_id).data
+    # Wait first: an update from a killed earlier attempt may still be in progress.
+    volume = _wait_volume(ctx, volume_id, f"volume {volume_id}")
     if volume.vpus_per_gb != wanted:
         log.info("Setting volume %s to %d VPUs/GB (was %d for the write)", volume_id, wanted, volume.vpus_per_gb)
         ctx.clients.blockstorage.update_volume(volume_id, oci.core.models.UpdateVolumeDetails(vpus_per_gb=wanted))
         volume = _wait_volume(ctx, volume_id, f"tuning volume {volume_id}")
+        if volume.vpus_per_gb != wanted:
+            raise StepError(f"volume {volume_id} is at {volume.vpus_per_gb} VPUs/GB after the update, not {wanted}")
     else:
         log.info("Volume %s is at %d VPUs/GB already", volume_id, wanted)
     return {"vpus_per_gb": volume.vpus_per_gb}

@@ -93,7 +93,7 @@ def launch_worker(ctx: StepContext) -> dict[str, Any]:
     if alive:
         worker = alive[0]
         log.info("Worker %s from an earlier attempt exists (%s); using it", worker.id, worker.lifecycle_state)
-        return {"instance_id": worker.id, "availability_domain": worker.availability_domain, "shape": worker.shape}
+        return _launch_result(worker)
     plan = ctx.plan
     generation = len(instances)  # a run cleared after its worker was terminated gets a new one
     ads = [plan["availability_domain"]]
@@ -116,8 +116,15 @@ def launch_worker(ctx: StepContext) -> dict[str, Any]:
                 raise StepError(f"service limit reached for {details.shape}: {exc.message}") from None
             raise
         log.info("Worker %s is %s", instance.id, instance.lifecycle_state)
-        return {"instance_id": instance.id, "availability_domain": ad, "shape": details.shape, "image_id": image_id}
+        return _launch_result(instance)
     raise StepError(f"out of host capacity for {ctx.config.worker_shape} in every availability domain; retry later")
+
+
+def _launch_result(instance: Any) -> dict[str, Any]:
+    """The same result whether the worker was launched now or found from an earlier attempt."""
+    source = getattr(instance, "source_details", None)
+    image_id = getattr(source, "image_id", None) or getattr(instance, "image_id", None)
+    return {"instance_id": instance.id, "availability_domain": instance.availability_domain, "shape": instance.shape, "image_id": image_id}
 
 
 def wait_worker_ready(ctx: StepContext) -> dict[str, Any]:
@@ -143,21 +150,25 @@ def terminate_worker(ctx: StepContext) -> dict[str, Any]:
     from .volume import delete_unfinished_volumes
 
     pars = _delete_pars(ctx)
-    terminated = []
-    for instance in _run_instances(ctx):
+    instances = _run_instances(ctx)
+    stopping = []
+    for instance in instances:
         if instance.lifecycle_state == "TERMINATED":
             continue
         if instance.lifecycle_state != "TERMINATING":
             log.info("Terminating worker %s (%s)", instance.id, instance.lifecycle_state)
             ctx.clients.compute.terminate_instance(instance.id, preserve_boot_volume=False)
-        terminated.append(instance.id)
-    for instance_id in terminated:
+        stopping.append(instance.id)
+    for instance_id in stopping:
         _wait_terminated(ctx, instance_id)
         log.info("Worker %s is TERMINATED", instance_id)
-    if not terminated:
-        log.info("No worker of this run is running")
-    deleted = delete_unfinished_volumes(ctx)
-    return {"terminated": terminated, "pars_deleted": pars, "volumes_deleted": deleted}
+    if not instances:
+        log.info("No worker of this run was launched")
+    elif not stopping:
+        log.info("The run's worker is terminated already")
+    deleted, kept = delete_unfinished_volumes(ctx)
+    # "terminated" names every worker of the run (all TERMINATED now), so a re-run returns the same.
+    return {"terminated": sorted(i.id for i in instances), "pars_deleted": pars, "volumes_deleted": deleted, "volumes_kept": kept}
 
 
 def _wait_terminated(ctx: StepContext, instance_id: str) -> None:
@@ -170,10 +181,18 @@ def _wait_terminated(ctx: StepContext, instance_id: str) -> None:
     )
 
 
+def delete_run_pars(ctx: StepContext) -> int:
+    """Delete every pre-authenticated request this run made (they are named after the run)."""
+    return _delete_pars(ctx)
+
+
 def _delete_pars(ctx: StepContext) -> int:
     req = ctx.request
     os_client = ctx.clients.object_storage
     count = 0
+    if not (req.namespace and req.bucket):
+        log.warning("The request names no bucket, so no pre-authenticated request can be looked for")
+        return 0
     pars = list_all(os_client.list_preauthenticated_requests, req.namespace, req.bucket)
     for par in pars:
         if par.name == ctx.names.name("par"):

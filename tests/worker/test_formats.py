@@ -1,0 +1,143 @@
+"""Every supported format, imported through all 14 steps against the emulator.
+
+Two real disks are built once per session: a GPT disk (ext4 with files, xfs, vfat) and an
+MBR disk (vfat, ext4 with files). Each case converts one of them with real qemu-img,
+uploads it, runs the whole import (a few cases at a time, like concurrent DAG runs), and checks what a user would: the volume holds exactly
+what ``qemu-img convert -O raw`` makes of the upload, the report names the right source
+format and says every partition is clean with its own file system, and nothing is left
+behind (worker terminated, no PAR, no attachment, exactly one volume).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from importkit import assert_nothing_leaked, concurrent_imports, new_run_id, selected_params
+
+from vdimport_local.diskimages import FORMATS, Partition, build_disk, convert, make_ova, raw_bytes, sample_files
+from vdimport_local.emulator.client import EmulatorHandle
+from vdimport_local.pipeline import ImportOutcome
+
+IMPORT_TIMEOUT = 600
+
+
+@dataclass(frozen=True)
+class Disk:
+    raw: Path
+    table: str  # what blkid reports: gpt | dos
+    filesystems: tuple[str, ...]  # per partition, in order
+
+
+@pytest.fixture(scope="session")
+def disks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Disk]:
+    """The two base disks (mostly sparse: ~406 MiB and ~106 MiB virtual)."""
+    where = tmp_path_factory.mktemp("disks")
+    gpt = build_disk(
+        where / "gpt.raw",
+        [
+            Partition("ext4", 64, sample_files(seed=11, size=2 << 20)),
+            Partition("xfs", 300),
+            Partition("vfat", 40, {"README.TXT": b"vdimport format test\r\n", "DATA.BIN": bytes(range(256)) * 64}),
+        ],
+        table="gpt",
+    )
+    mbr = build_disk(
+        where / "mbr.raw",
+        [Partition("vfat", 40, {"BOOT.TXT": b"mbr disk\r\n"}), Partition("ext4", 64, sample_files(seed=12, size=1 << 20))],
+        table="dos",
+    )
+    return {"gpt": Disk(gpt, "gpt", ("ext4", "xfs", "vfat")), "mbr": Disk(mbr, "dos", ("vfat", "ext4"))}
+
+
+# (disk, format as diskimages names it): every format with the GPT disk, a few with MBR.
+CASES = [("gpt", fmt) for fmt in [*FORMATS, "ova"]] + [("mbr", "qcow2-compressed"), ("mbr", "vhd-fixed"), ("mbr", "vmdk")]
+EXTENSION = {fmt: fmt.split("-")[0] for fmt in FORMATS}
+# What ``qemu-img info`` must say about each conversion, so a case tests what it claims to.
+SUBFORMAT = {"vmdk": "monolithicSparse", "vmdk-stream": "streamOptimized"}
+
+
+def qemu_format(fmt: str) -> str:
+    """What qemu-img calls the format of a ``diskimages`` format (the report's ``qemu_format``)."""
+    return "vmdk" if fmt == "ova" else FORMATS[fmt][0]
+
+
+def check_conversion(image: Path, fmt: str) -> None:
+    """The test image is really of the kind the case names (compressed, stream-optimized, fixed)."""
+    qemu = FORMATS[fmt][0]
+    info = json.loads(subprocess.run(["qemu-img", "info", "-f", qemu, "--output=json", str(image)], capture_output=True, check=True).stdout)
+    if fmt in SUBFORMAT:
+        assert info["format-specific"]["data"]["create-type"] == SUBFORMAT[fmt]
+    if fmt == "qcow2-compressed":
+        check = subprocess.run(["qemu-img", "check", "-f", "qcow2", "--output=json", str(image)], capture_output=True, check=True)
+        assert json.loads(check.stdout).get("compressed-clusters", 0) > 0
+    if fmt in ("vhd", "vhd-fixed"):
+        footer = image.read_bytes()[-512:]
+        assert footer[:8] == b"conectix" and footer[63] == (2 if fmt == "vhd-fixed" else 3), "VHD disk type"
+
+
+@dataclass
+class Job:
+    """One case's upload, its import running in the background, and how to know what it must give."""
+
+    image: Path
+    raw_source: Path  # the file whose ``qemu-img convert -O raw`` the volume must equal
+    raw_format: str
+    outcome: Future[ImportOutcome]
+
+
+@pytest.fixture(scope="module")
+def imports(
+    request: pytest.FixtureRequest, emulator: EmulatorHandle, disks: dict[str, Disk], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Job]]:
+    """Every selected case's import, started up front and run a few at a time; each test waits for its own."""
+    where = tmp_path_factory.mktemp("formats")
+    jobs: dict[str, Job] = {}
+    wanted = set(zip(selected_params(request, "disk_name"), selected_params(request, "fmt"), strict=True))
+    with concurrent_imports(emulator) as submit:
+        for disk_name, fmt in CASES:
+            if (disk_name, fmt) not in wanted:
+                continue
+            raw = disks[disk_name].raw
+            if fmt == "ova":
+                inner = convert(raw, "vmdk-stream", where / f"{disk_name}-disk1.vmdk")
+                image, source, source_format = make_ova(inner, where / f"{disk_name}-appliance.ova"), inner, "vmdk"
+            else:
+                image = convert(raw, fmt, where / f"{disk_name}-{fmt}.{EXTENSION[fmt]}")
+                source, source_format = image, FORMATS[fmt][0]
+            future = submit(image, f"formats/{image.name}", run_id=new_run_id(f"format-{disk_name}-{fmt}"))
+            jobs[f"{disk_name}-{fmt}"] = Job(image, source, source_format, future)
+        yield jobs
+
+
+@pytest.mark.parametrize(("disk_name", "fmt"), CASES, ids=[f"{d}-{f}" for d, f in CASES])
+def test_format_imports_exactly(
+    emulator: EmulatorHandle, imports: dict[str, Job], disks: dict[str, Disk], disk_name: str, fmt: str
+) -> None:
+    """User-visible: the volume equals the image's raw content byte for byte, the report shows
+    the right format and a clean fsck per partition, and nothing but the volume remains."""
+    disk, job = disks[disk_name], imports[f"{disk_name}-{fmt}"]
+    check_conversion(job.raw_source, "vmdk-stream" if fmt == "ova" else fmt)
+    expected = raw_bytes(job.raw_source, job.raw_format)
+    assert expected.startswith(disk.raw.read_bytes()), "test setup: the conversion changed the disk"
+
+    outcome = job.outcome.result(timeout=IMPORT_TIMEOUT)
+
+    assert outcome.succeeded, f"{outcome.failed_step}: {outcome.error}"
+    assert_nothing_leaked(emulator, outcome, expected)
+    report = outcome.report or {}
+    source = report["source"]
+    assert source["qemu_format"] == qemu_format(fmt)
+    assert source["format"] == ("vhd" if source["qemu_format"] == "vpc" else source["qemu_format"])  # the name users know
+    assert source["container"] == ("ova" if fmt == "ova" else None)
+    assert source["virtual_size"] == len(expected)
+    assert report["volume_name"] == job.image.name.rsplit(".", 1)[0]
+    assert report["checks"]["verify"] == "identical"
+    fsck = [(p["number"], p["fs"], p["status"]) for p in report["checks"]["fsck"]]
+    assert fsck == [(n, fs, "clean") for n, fs in enumerate(disk.filesystems, 1)]
+    assert outcome.state["fsck_volume"]["table"] == disk.table

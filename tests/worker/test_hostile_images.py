@@ -1,0 +1,269 @@
+"""Hostile and broken images: refused before any byte reaches a volume, with a one-line cause.
+
+The dangerous ones make qemu-img read a file of the machine it runs on (a qcow2 backing
+file, a qcow2 external data file, a VMDK flat extent). Their target is a host file filled
+with a random marker: the worker VM of the emulator runs on this machine, so a missed
+check would copy the marker onto the volume. Each case checks what the user sees: the
+import fails at inspect_object or download_image, ``outcome.error`` is one line naming
+the cause, no volume was ever created for the run, and nothing is left behind; the last
+test proves the marker is on no volume of the whole session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from importkit import Importer, assert_no_volume_made, assert_nothing_leaked, file_contains, new_run_id, volume_files
+
+from vdimport_local.diskimages import convert, make_ova
+from vdimport_local.emulator.client import EmulatorHandle
+from vdimport_local.pipeline import STEP_ORDER, run_import
+
+MIB = 1 << 20
+MARKER_SIZE = MIB
+
+
+@dataclass(frozen=True)
+class Host:
+    """Files of the host the hostile images point at, and a small real disk to damage."""
+
+    marker: bytes  # random bytes that must never appear on a volume
+    marker_file: Path  # a host file holding them
+    disk: Path  # a small GPT disk (ext4 with files) as raw
+
+
+@pytest.fixture(scope="session")
+def host(tmp_path_factory: pytest.TempPathFactory, small_disk: Path) -> Host:
+    where = tmp_path_factory.mktemp("hostile")
+    marker = b"VDIMPORT-HOST-SECRET-" + os.urandom(32).hex().encode()
+    marker_file = where / "host-secret.raw"
+    marker_file.write_bytes(marker * (MARKER_SIZE // len(marker)) + b"\0" * (MARKER_SIZE % len(marker)))
+    return Host(marker, marker_file, small_disk)
+
+
+def qemu_img(*args: str) -> None:
+    subprocess.run(["qemu-img", *args], check=True, capture_output=True)
+
+
+# --- the hostile images: each builder returns the file to upload ------------------------------
+def qcow2_backing(host: Host, out: Path) -> Path:
+    qemu_img("create", "-q", "-f", "qcow2", "-b", str(host.marker_file), "-F", "raw", str(out))
+    return out
+
+
+def qcow2_data_file(host: Host, out: Path) -> Path:
+    data = out.with_name(out.name + ".data")
+    qemu_img("create", "-q", "-f", "qcow2", "-o", f"data_file={data}", str(out), str(MARKER_SIZE))
+    data.write_bytes(host.marker_file.read_bytes())  # the image's "disk" is now a host file full of the marker
+    return out
+
+
+def vmdk_flat_descriptor(host: Host, out: Path) -> Path:
+    out.write_text(
+        '# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType="monolithicFlat"\n\n'
+        f'RW {MARKER_SIZE // 512} FLAT "{host.marker_file}" 0\n\nddb.virtualHWVersion = "4"\nddb.adapterType = "ide"\n'
+    )
+    return out
+
+
+def vmdk_sparse_with_flat_extent(host: Host, out: Path) -> Path:
+    """A real monolithicSparse VMDK whose embedded descriptor gained a FLAT extent on a host path."""
+    qemu_img("create", "-q", "-f", "vmdk", "-o", "subformat=monolithicSparse", str(out), str(MARKER_SIZE))
+    data = bytearray(out.read_bytes())
+    desc_sector, desc_sectors = struct.unpack_from("<QQ", data, 28)  # the descriptor's place in the sparse header
+    start, end = desc_sector * 512, (desc_sector + desc_sectors) * 512
+    own = f'RW {MARKER_SIZE // 512} SPARSE "{out.name}"'.encode()
+    region = bytes(data[start:end]).replace(own, own + f'\nRW {MARKER_SIZE // 512} FLAT "{host.marker_file}" 0'.encode(), 1)
+    assert own in data and not region[end - start :].strip(b"\0"), "test setup: the descriptor has no room"
+    data[start:end] = region[: end - start]
+    out.write_bytes(bytes(data))
+    return out
+
+
+def qcow2_huge(host: Host, out: Path) -> Path:
+    qemu_img("create", "-q", "-f", "qcow2", "-o", "cluster_size=2M", str(out), "1P")
+    return out
+
+
+def plain_qcow2(host: Host, out: Path) -> Path:
+    return convert(host.disk, "qcow2", out)
+
+
+def truncated(fmt: str) -> Callable[[Host, Path], Path]:
+    """The small disk in ``fmt``, cut to 60% of its length (as an interrupted upload leaves it)."""
+
+    def build(host: Host, out: Path) -> Path:
+        whole = convert(host.disk, fmt, out.with_name("whole-" + out.name))
+        data = whole.read_bytes()
+        out.write_bytes(data[: len(data) * 6 // 10])
+        return out
+
+    return build
+
+
+def random_bytes(host: Host, out: Path) -> Path:
+    out.write_bytes(os.urandom(3 * MIB))
+    return out
+
+
+def text_file(host: Host, out: Path) -> Path:
+    out.write_text("This is not a disk image.\n" * 5000)
+    return out
+
+
+def empty(host: Host, out: Path) -> Path:
+    out.write_bytes(b"")
+    return out
+
+
+def _ova(out: Path, members: list[tuple[Path, str]]) -> Path:
+    ovf = out.with_name("appliance.ovf")
+    ovf.write_text('<?xml version="1.0"?><Envelope/>\n')
+    with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.add(ovf, arcname=ovf.name)
+        for path, name in members:
+            tar.add(path, arcname=name)
+    return out
+
+
+def ova_two_disks(host: Host, out: Path) -> Path:
+    one = convert(host.disk, "vmdk-stream", out.with_name("disk1.vmdk"))
+    two = convert(host.disk, "vmdk-stream", out.with_name("disk2.vmdk"))
+    return make_ova(one, out, extra_disks=[two])
+
+
+def ova_parent_member(host: Host, out: Path) -> Path:
+    disk = convert(host.disk, "vmdk-stream", out.with_name("disk1.vmdk"))
+    return _ova(out, [(disk, "../../disk1.vmdk")])
+
+
+def ova_backing_qcow2(host: Host, out: Path) -> Path:
+    return _ova(out, [(qcow2_backing(host, out.with_name("disk1.qcow2")), "disk1.qcow2")])
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    build: Callable[[Host, Path], Path]
+    name: str  # the object name (its suffix is what a user might believe)
+    step: str  # where it must fail
+    cause: str  # a piece of the one-line cause
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+CASES = [
+    Case("qcow2-backing-file", qcow2_backing, "backing.qcow2", "inspect_object", "backing file"),
+    Case("qcow2-data-file", qcow2_data_file, "datafile.qcow2", "inspect_object", "external data file"),
+    Case("vmdk-flat-descriptor", vmdk_flat_descriptor, "flat.vmdk", "inspect_object", "VMDK descriptor"),
+    Case("vmdk-sparse-plus-flat-extent", vmdk_sparse_with_flat_extent, "sparse.vmdk", "inspect_object", "VMDK descriptor"),
+    Case("raw-name-qcow2-backing", qcow2_backing, "disk.raw", "inspect_object", "backing file"),
+    Case("declared-raw-qcow2-backing", qcow2_backing, "disk.img", "inspect_object", "backing file", {"source_format": "raw"}),
+    Case(
+        "declared-raw-qcow2",
+        plain_qcow2,
+        "disk-declared.img",
+        "inspect_object",
+        "source_format says raw but the content is qcow2",
+        {"source_format": "raw"},
+    ),
+    Case("qcow2-1PiB", qcow2_huge, "huge.qcow2", "inspect_object", "larger than the largest block volume"),
+    Case("truncated-qcow2", truncated("qcow2"), "cut.qcow2", "download_image", "damaged or truncated"),
+    Case("truncated-vmdk", truncated("vmdk"), "cut.vmdk", "download_image", "damaged or truncated"),
+    Case("truncated-vhd", truncated("vhd"), "cut.vhd", "download_image", "truncated"),
+    Case("truncated-vhdx", truncated("vhdx"), "cut.vhdx", "download_image", "truncated"),
+    Case("truncated-vdi", truncated("vdi"), "cut.vdi", "inspect_object", "truncated"),
+    Case("truncated-raw-gpt", truncated("raw"), "cut.raw", "inspect_object", "truncated"),
+    Case("truncated-vhd-fixed", truncated("vhd-fixed"), "cut-fixed.vhd", "inspect_object", "truncated"),
+    Case("random-bytes", random_bytes, "random.qcow2", "inspect_object", "not a recognised disk image"),
+    Case("text-file", text_file, "notes.vmdk", "inspect_object", "not a recognised disk image"),
+    Case("empty-object", empty, "empty.qcow2", "inspect_object", "the object is empty"),
+    Case("ova-two-disks", ova_two_disks, "two.ova", "inspect_object", "holds 2 disks"),
+    Case("ova-parent-member", ova_parent_member, "escape.ova", "inspect_object", "points outside the archive"),
+    Case("ova-qcow2-backing", ova_backing_qcow2, "backing.ova", "inspect_object", "backing file"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_hostile_image_is_refused(importer: Importer, host: Host, tmp_path: Path, case: Case) -> None:
+    """User-visible: the import fails at the named step with a one-line cause, no volume is
+    ever created for the run, the worker (if any) is terminated and no PAR remains."""
+    image = case.build(host, tmp_path / case.name)
+    run_id = new_run_id(case.id)
+
+    outcome = importer.run(image, f"hostile/{case.id}/{case.name}", case.metadata, run_id=run_id)
+
+    assert not outcome.succeeded, "a hostile image was imported"
+    assert outcome.failed_step == case.step, f"failed at {outcome.failed_step}: {outcome.error}"
+    assert outcome.error is not None and case.cause in outcome.error
+    assert "\n" not in outcome.error and len(outcome.error) < 400
+    assert STEP_ORDER.index(outcome.failed_step) < STEP_ORDER.index("create_volume")
+    assert_nothing_leaked(importer.emu, outcome)
+    assert_no_volume_made(importer.emu, run_id)
+
+
+# --- defence in depth: download_image checks qemu-img's own view --------------------------------
+BYPASS = [
+    ("qcow2-backing-file", qcow2_backing, "qcow2", "backing file"),
+    ("qcow2-data-file", qcow2_data_file, "qcow2", "external data file"),
+    ("vmdk-flat-descriptor", vmdk_flat_descriptor, "vmdk", "monolithicFlat"),
+]
+
+
+@pytest.mark.parametrize(("label", "build", "fmt", "cause"), BYPASS, ids=[b[0] for b in BYPASS])
+def test_download_refuses_what_inspection_missed(
+    importer: Importer, host: Host, tmp_path: Path, label: str, build: Callable[[Host, Path], Path], fmt: str, cause: str
+) -> None:
+    """User-visible: even with inspect_object's verdict forged to "safe", download_image refuses
+    the image from ``qemu-img info`` on the worker, before any volume exists, and cleans up."""
+    emu, bucket = importer.emu, importer.bucket
+    benign = plain_qcow2(host, tmp_path / "benign.qcow2")
+    first = importer.run(benign, f"bypass/{label}/benign.qcow2", steps=("inspect_object",))
+    assert first.succeeded, first.error
+    hostile = build(host, tmp_path / f"evil.{fmt}")
+    name = f"bypass/{label}/evil.{fmt}"
+    etag = bucket.put(name, hostile)
+    info = json.loads(
+        subprocess.run(["qemu-img", "info", "-f", fmt, "--output=json", str(hostile)], capture_output=True, check=True).stdout
+    )
+    inspected = first.state["inspect_object"]
+    size = hostile.stat().st_size
+    inspected["object"].update(name=name, etag=etag, size=size, md5=None)
+    inspected["source"].update(format=fmt, offset=0, length=size, virtual_size=info["virtual-size"])
+    request = {"namespace": bucket.namespace, "bucket": bucket.name, "object": name, "etag": etag, "size": size}
+    run_id = new_run_id(f"bypass-{label}")
+    steps = ("launch_worker", "wait_worker_ready", "download_image", "terminate_worker")
+
+    outcome = run_import(emu, run_id, request, steps=steps, state={"inspect_object": inspected})
+
+    assert outcome.failed_step == "download_image", f"{outcome.failed_step}: {outcome.error}"
+    assert outcome.error is not None and cause in outcome.error and "\n" not in outcome.error
+    assert_nothing_leaked(emu, outcome)
+    assert_no_volume_made(emu, run_id)
+
+
+def test_marker_is_on_no_volume(emu: EmulatorHandle, host: Host) -> None:
+    """User-visible: after every import of the session so far (formats, names, hostile images),
+    no volume's bytes contain the host file the hostile images pointed at."""
+    files = volume_files(emu)
+    assert len(files) >= len([v for v in emu.resources("volume") if v["lifecycleState"] == "AVAILABLE"])
+    leaked = [p.name for p in files if file_contains(p, host.marker)]
+    assert not leaked, f"host bytes reached volumes: {leaked}"
+
+
+def test_marker_scan_finds_bytes_behind_holes(tmp_path: Path, host: Host) -> None:
+    """The scan above is not vacuous: it finds the marker after a hole and across a read boundary."""
+    sparse = tmp_path / "volume.img"
+    with open(sparse, "wb") as f:
+        f.truncate(3 << 30)
+        f.seek(2 << 30)  # a data extent after a 2 GiB hole; the marker straddles its first 8 MiB read
+        f.write(b"x" * ((8 << 20) - 10) + host.marker + b"y" * 4096)
+    assert file_contains(sparse, host.marker)
+    assert not file_contains(sparse, host.marker[::-1])
