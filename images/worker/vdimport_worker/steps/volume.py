@@ -7,6 +7,7 @@ request asked to keep them), so a failed import leaves nothing half-written behi
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -24,9 +25,12 @@ VERIFIED = "verified"
 LIVE_ATTACHMENT = ("ATTACHING", "ATTACHED", "DETACHING")
 
 
-def _run_volumes(ctx: StepContext) -> list[Any]:
+GONE = ("TERMINATING", "TERMINATED")
+
+
+def _run_volumes(ctx: StepContext, include_gone: bool = False) -> list[Any]:
     volumes = list_all(ctx.clients.blockstorage.list_volumes, compartment_id=ctx.compartment_id)
-    return [v for v in volumes if ctx.names.owns(v.freeform_tags, "volume") and v.lifecycle_state not in ("TERMINATING", "TERMINATED")]
+    return [v for v in volumes if ctx.names.owns(v.freeform_tags, "volume") and (include_gone or v.lifecycle_state not in GONE)]
 
 
 def _wait_volume(ctx: StepContext, volume_id: str, what: str) -> Any:
@@ -47,7 +51,10 @@ def _volume_id(ctx: StepContext) -> str:
 def create_volume(ctx: StepContext) -> dict[str, Any]:
     plan = ctx.plan
     ad = ctx.result_of("launch_worker")["availability_domain"]
-    existing = [v for v in _run_volumes(ctx) if v.availability_domain == ad]
+    mine = _run_volumes(ctx, include_gone=True)
+    existing = [v for v in mine if v.availability_domain == ad and v.lifecycle_state not in GONE]
+    # A run resumed after cleanup deleted its volume needs a new one, hence a new retry token.
+    generation = sum(v.lifecycle_state in GONE for v in mine)
     if existing:
         volume = existing[0]
         log.info("Volume %s from an earlier attempt exists (%s); using it", volume.id, volume.lifecycle_state)
@@ -63,7 +70,7 @@ def create_volume(ctx: StepContext) -> dict[str, Any]:
             freeform_tags=ctx.names.tags("volume", plan.get("tags")),
         )
         log.info("Creating volume %r: %d GB at %d VPUs/GB for the write, in %s", details.display_name, details.size_in_gbs, write_vpus, ad)
-        volume = ctx.clients.blockstorage.create_volume(details, opc_retry_token=ctx.names.retry_token("volume")).data
+        volume = ctx.clients.blockstorage.create_volume(details, opc_retry_token=ctx.names.retry_token(f"volume-{generation}")).data
     volume = _wait_volume(ctx, volume.id, f"volume {volume.id}")
     log.info("Volume %s is AVAILABLE", volume.id)
     return {
@@ -83,7 +90,10 @@ def attach_volume(ctx: StepContext) -> dict[str, Any]:
     instance_id = ctx.result_of("launch_worker")["instance_id"]
     volume_id = _volume_id(ctx)
     compute = ctx.clients.compute
-    mine = [a for a in _live_attachments(ctx, volume_id) if a.instance_id == instance_id]
+    between = [
+        a for a in list_all(compute.list_volume_attachments, ctx.compartment_id, volume_id=volume_id) if a.instance_id == instance_id
+    ]
+    mine = [a for a in between if a.lifecycle_state in LIVE_ATTACHMENT]
     if mine:
         attachment = mine[0]
         log.info("Volume is already attached at %s (%s)", attachment.device, attachment.lifecycle_state)
@@ -102,7 +112,11 @@ def attach_volume(ctx: StepContext) -> dict[str, Any]:
             is_read_only=False,
         )
         log.info("Attaching volume %s to the worker at %s", volume_id, device)
-        attachment = compute.attach_volume(details, opc_retry_token=ctx.names.retry_token("attach")).data
+        # Unique per worker, volume and earlier attachments between them, so a new worker or a
+        # re-attach after a detach never replays an old attachment.
+        pair = hashlib.sha256(f"{instance_id}/{volume_id}".encode()).hexdigest()[:8]
+        token = ctx.names.retry_token(f"attach-{pair}-{len(between)}")
+        attachment = compute.attach_volume(details, opc_retry_token=token).data
     attachment = wait_for_state(
         lambda: compute.get_volume_attachment(attachment.id).data,
         "ATTACHED",
