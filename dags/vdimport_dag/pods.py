@@ -1,0 +1,72 @@
+"""The Kubernetes step runner: one KubernetesPodOperator pod per step.
+
+Imported only when ``VDIMPORT_STEP_RUNNER=kubernetes`` (the default), so a local-mode Airflow
+needs neither the cncf.kubernetes provider's import time nor a cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .settings import DagSettings
+from .templating import step_arguments, step_labels
+
+# The step runner image runs as this user (images/worker/Dockerfile: USER 10001:10001).
+RUNNER_UID = 10001
+RESULT_PATH = "/airflow/xcom/return.json"  # where the KubernetesPodOperator's XCom sidecar reads
+# Kubernetes ends a pod this long after the task's own execution timeout, should the Airflow
+# worker that watches it be gone.
+POD_DEADLINE_MARGIN_SECONDS = 300
+
+
+def kubernetes_step_task(step: str, settings: DagSettings, timeout_seconds: float, **task_kwargs: Any) -> Any:
+    """The KubernetesPodOperator that runs ``vdimport-step <step>`` in the step runner image."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from kubernetes.client import models as k8s
+
+    restricted = k8s.V1SecurityContext(
+        allow_privilege_escalation=False,
+        read_only_root_filesystem=True,
+        capabilities=k8s.V1Capabilities(drop=["ALL"]),
+    )
+    return KubernetesPodOperator(
+        task_id=step,
+        name=f"vdimport-{step.replace('_', '-')}",  # plus a random suffix
+        namespace=settings.pod_namespace,
+        kubernetes_conn_id=settings.pod_kubernetes_conn_id,
+        image=settings.pod_image,
+        image_pull_policy=settings.pod_image_pull_policy,
+        image_pull_secrets=[k8s.V1LocalObjectReference(name=name) for name in settings.pod_image_pull_secrets] or None,
+        cmds=["vdimport-step"],
+        arguments=step_arguments(step),
+        labels=step_labels(step),
+        annotations={"vdimport/run-id": "{{ run_id }}"},
+        service_account_name=settings.pod_service_account,
+        automount_service_account_token=True,  # OKE workload identity reads the projected token
+        configmaps=[settings.pod_configmap],
+        env_vars=[k8s.V1EnvVar(name="VDIMPORT_RESULT_PATH", value=RESULT_PATH)],
+        container_resources=k8s.V1ResourceRequirements(
+            requests=settings.pod_resources.get("requests"),
+            limits=settings.pod_resources.get("limits"),
+        ),
+        security_context=k8s.V1PodSecurityContext(
+            run_as_non_root=True,
+            run_as_user=RUNNER_UID,
+            run_as_group=RUNNER_UID,
+            fs_group=RUNNER_UID,
+            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+        ),
+        container_security_context=restricted,
+        xcom_sidecar_container_security_context=restricted,
+        volumes=[k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="64Mi"))],
+        volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],
+        do_xcom_push=True,
+        get_logs=True,
+        log_events_on_failure=True,
+        on_finish_action="delete_succeeded_pod",  # a failed pod stays for `kubectl logs`
+        startup_timeout_seconds=settings.pod_startup_timeout_seconds,
+        active_deadline_seconds=int(timeout_seconds) + POD_DEADLINE_MARGIN_SECONDS,
+        termination_message_policy="FallbackToLogsOnError",  # the last log line (the cause) on failure
+        deferrable=settings.pod_deferrable,
+        **task_kwargs,
+    )

@@ -1,0 +1,78 @@
+"""What each task hands to ``vdimport-step``: the request, the state, the run label."""
+
+from __future__ import annotations
+
+import json
+import re
+import types
+from typing import Any
+
+import pytest
+from vdimport_dag.steps import STEP_ORDER, upstream_steps
+from vdimport_dag.templating import LABEL_MAX, request_json, run_label, state_json
+
+from vdimport_worker.request import ImportRequest
+
+LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+
+
+class FakeTI:
+    """The part of a task instance the macros use: ``xcom_pull`` of one task's return value."""
+
+    def __init__(self, results: dict[str, Any]):
+        self.results = results
+        self.pulled: list[str] = []
+
+    def xcom_pull(self, task_ids: str, **_: Any) -> Any:
+        self.pulled.append(task_ids)
+        return self.results.get(task_ids)
+
+
+def test_request_is_params_then_conf_without_unset_params() -> None:
+    params = {"namespace": None, "bucket": None, "object": None, "fsck": None, "vpus_per_gb": 20, "verify": False}
+    conf = {"namespace": "ns", "bucket": "b", "object": "disk.qcow2", "etag": "e", "metadata": {"fsck": "strict"}}
+    request = json.loads(request_json(params, types.SimpleNamespace(conf=conf)))
+    assert request == {**conf, "vpus_per_gb": 20, "verify": False}
+    # The step runner reads it as intended: metadata's fsck applies (no empty param hides it).
+    parsed = ImportRequest.parse(request)
+    assert (parsed.options.fsck, parsed.options.vpus_per_gb, parsed.options.verify) == ("strict", 20, False)
+
+
+def test_request_conf_wins_over_params() -> None:
+    request = json.loads(request_json({"object": "from-params", "ad_number": 1}, types.SimpleNamespace(conf={"object": "from-conf"})))
+    assert request == {"object": "from-conf", "ad_number": 1}
+    assert json.loads(request_json({"object": "x"}, types.SimpleNamespace(conf=None))) == {"object": "x"}
+
+
+@pytest.mark.parametrize("step", STEP_ORDER)
+def test_state_holds_the_results_of_the_earlier_steps(step: str) -> None:
+    results: dict[str, Any] = {s: {"step": s, "n": i} for i, s in enumerate(STEP_ORDER)}
+    results["download_image"] = None  # e.g. a step that failed: no XCom
+    ti = FakeTI(results)
+    state = json.loads(state_json(ti, step))
+    expected = {s: results[s] for s in upstream_steps(step) if results[s] is not None}
+    assert state == expected
+    assert ti.pulled == list(upstream_steps(step))
+
+
+@pytest.mark.parametrize(
+    "run_id",
+    [
+        "manual__2026-11-25T20:08:38.136227+00:00",
+        "vdimport__images__disk.qcow2__0123456789abcdef",
+        "x" * 250,
+        "::weird run id with spaces & ümlauts::",
+        "--",
+    ],
+)
+def test_run_label_is_a_valid_label_value(run_id: str) -> None:
+    label = run_label(run_id)
+    assert LABEL_VALUE.fullmatch(label) and 0 < len(label) <= LABEL_MAX, label
+    assert run_label(run_id) == label  # stable
+
+
+def test_run_label_keeps_short_ids_readable_and_long_ids_distinct() -> None:
+    assert run_label("scheduled_run-1.a") == "scheduled_run-1.a"
+    assert run_label("manual__2026-11-25T20:08:38+00:00") == "manual__2026-11-25T20-08-38-00-00"
+    base = "vdimport__" + "a" * 80
+    assert run_label(base + "1") != run_label(base + "2")
