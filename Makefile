@@ -37,4 +37,4 @@ demo: setup ## import a sample disk image end to end in local mode and print the
 	$(BIN)/python -m vdimport_local.demo
 
 clean: ## remove the virtualenvs and caches
-	rm -rf $(VENV) .venv-cli .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-cli .venv-uv .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,7 @@
 # Re-resolve the pinned locks from the *.in files (run after changing a dependency).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-UV=${UV:-.venv/bin/uv}
+UV=${UV:-.venv-uv/bin/uv}
 "$UV" pip compile -q --generate-hashes --python-version 3.11 requirements.in -o requirements.lock
 "$UV" pip compile -q --generate-hashes --python-version 3.11 tools/oci-cli/requirements.in -o tools/oci-cli/requirements.lock
 echo "locks updated: requirements.lock tools/oci-cli/requirements.lock"

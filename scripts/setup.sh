@@ -11,6 +11,11 @@ PYTHON=${PYTHON:-python3}
 
 say() { printf 'setup: %s\n' "$*"; }
 
+# Debian's own python3 needs python3-venv for `python3 -m venv`.
+case "$(command -v "$PYTHON" 2>/dev/null)" in
+/usr/bin/*) APT_PACKAGES+=(python3-venv) ;;
+esac
+
 missing_packages() {
     local pkg
     for pkg in "${APT_PACKAGES[@]}"; do
@@ -39,6 +44,17 @@ check_python() {
     }
 }
 
+# uv lives in a venv of its own: `uv pip sync` removes whatever its lock does not name,
+# so a uv installed inside the venv it syncs would delete itself mid-setup.
+UV=.venv-uv/bin/uv
+ensure_uv() {
+    if [ -x "$UV" ] && [ "$("$UV" --version 2>/dev/null | cut -d' ' -f2)" = "$UV_VERSION" ]; then
+        return
+    fi
+    "$PYTHON" -m venv .venv-uv || { say "python3 -m venv failed: install the python3-venv package"; exit 1; }
+    .venv-uv/bin/python -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
+}
+
 # make_venv DIR LOCKFILE [editable-paths...]
 make_venv() {
     local dir=$1 lock=$2; shift 2
@@ -55,20 +71,20 @@ make_venv() {
     if [ ! -x "$dir/bin/python" ]; then
         "$PYTHON" -m venv "$dir" || { say "python3 -m venv failed: install the python3-venv package"; exit 1; }
     fi
-    "$dir/bin/python" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
     # Bytecode now, not at first import: with PYTHONDONTWRITEBYTECODE set (as in some sandboxes)
     # every vdimport-step process would otherwise recompile the OCI SDK (~0.5 s per step).
-    VIRTUAL_ENV="$dir" "$dir/bin/uv" pip sync -q --require-hashes --compile-bytecode "$lock"
+    VIRTUAL_ENV="$dir" "$UV" pip sync -q --require-hashes --compile-bytecode "$lock"
     local path
     for path in "$@"; do
         [ -f "$path" ] || continue
-        VIRTUAL_ENV="$dir" "$dir/bin/uv" pip install -q --no-deps -e "$(dirname "$path")"
+        VIRTUAL_ENV="$dir" "$UV" pip install -q --no-deps -e "$(dirname "$path")"
     done
     echo "$want" > "$stamp"
 }
 
 ensure_debian_packages
 check_python
+ensure_uv
 make_venv .venv requirements.lock local/pyproject.toml images/worker/pyproject.toml images/function/pyproject.toml
 make_venv .venv-cli tools/oci-cli/requirements.lock
 say "ready: .venv ($(.venv/bin/python --version)), oci CLI $(.venv-cli/bin/oci --version)"
