@@ -25,7 +25,7 @@ format: setup ## apply ruff formatting and safe fixes
 	$(BIN)/ruff format .
 
 typecheck: setup ## mypy on the project's own packages
-	$(BIN)/mypy local/vdimport_local images/worker/vdimport_worker dags
+	$(BIN)/mypy local/vdimport_local images/worker/vdimport_worker images/function/vdimport_function dags
 
 test: setup lint typecheck ## lint, type-check and run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

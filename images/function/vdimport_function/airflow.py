@@ -1,0 +1,196 @@
+"""Triggering a DAG run through the Airflow 3 REST API, with a cached JWT, retries and clear errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .oci_access import Credentials
+
+log = logging.getLogger("vdimport.function.airflow")
+
+TOKEN_MARGIN_SECONDS = 60.0  # renew a token this long before it expires
+DEFAULT_TOKEN_SECONDS = 600.0  # if a token carries no readable exp claim
+
+
+class AirflowError(RuntimeError):
+    """Triggering failed; the message says why (never a credential or token)."""
+
+
+class AirflowUnavailable(AirflowError):
+    """Connection errors or 5xx answers, still after every retry."""
+
+
+class AirflowAuthError(AirflowError):
+    """401/403: wrong credentials, or the user may not trigger the DAG."""
+
+
+class AirflowNotFound(AirflowError):
+    """404: no such DAG (not deployed, not parsed yet, or a wrong URL)."""
+
+
+@dataclass(frozen=True)
+class TriggerResult:
+    dag_run_id: str
+    created: bool  # False: the run existed already (409), e.g. a duplicated event
+    state: str | None
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: str
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body) if self.body else None
+        except json.JSONDecodeError:
+            return None
+
+    def detail(self) -> str:
+        data = self.json()
+        if isinstance(data, dict) and data.get("detail"):
+            return str(data["detail"])[:300]
+        return self.body[:300]
+
+
+def token_expiry(token: str, now: float) -> float:
+    """When a JWT expires (its ``exp`` claim, read without verifying: Airflow verifies it), as ``time.time()``."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return now + DEFAULT_TOKEN_SECONDS
+
+
+# One token per (Airflow URL, user) for the whole container: a warm function reuses it.
+_TOKENS: dict[tuple[str, str], tuple[str, float]] = {}
+_TOKENS_LOCK = threading.Lock()
+
+
+def clear_token_cache() -> None:
+    with _TOKENS_LOCK:
+        _TOKENS.clear()
+
+
+class AirflowClient:
+    def __init__(
+        self,
+        url: str,
+        credentials: Callable[[bool], Credentials],
+        retries: int = 5,
+        backoff_seconds: float = 1.0,
+        timeout_seconds: float = 15.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.url = url.rstrip("/")
+        self._credentials = credentials
+        self.retries = max(1, retries)
+        self.backoff_seconds = backoff_seconds
+        self.timeout_seconds = timeout_seconds
+        self._sleep = sleep
+
+    # --- HTTP with retries -------------------------------------------------------------
+    def _send(self, method: str, path: str, body: Any, token: str | None) -> _Reply:
+        """One request, retried with exponential back-off on connection errors and 5xx."""
+        data = json.dumps(body).encode()
+        last = ""
+        for attempt in range(1, self.retries + 1):
+            request = urllib.request.Request(self.url + path, data=data, method=method)  # noqa: S310 - configured http(s) URL, validated
+            request.add_header("content-type", "application/json")
+            request.add_header("accept", "application/json")
+            if token:
+                request.add_header("authorization", f"Bearer {token}")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:  # noqa: S310 - validated http(s) URL
+                    return _Reply(response.status, response.read().decode(errors="replace"))
+            except urllib.error.HTTPError as exc:
+                reply = _Reply(exc.code, exc.read().decode(errors="replace"))
+                if exc.code < 500:
+                    return reply
+                last = f"HTTP {exc.code}: {reply.detail()}"
+            except (urllib.error.URLError, OSError) as exc:
+                reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+                last = f"{type(reason).__name__}: {reason}"
+            if attempt < self.retries:
+                delay = self.backoff_seconds * 2 ** (attempt - 1)
+                log.warning(
+                    "%s %s%s failed (attempt %d of %d): %s; retrying in %.1f s", method, self.url, path, attempt, self.retries, last, delay
+                )
+                self._sleep(delay)
+        raise AirflowUnavailable(f"Airflow at {self.url} is unavailable: {method} {path} failed {self.retries} times, last: {last}")
+
+    # --- auth --------------------------------------------------------------------------
+    def _login(self, refresh_secret: bool) -> tuple[str, str]:
+        creds = self._credentials(refresh_secret)
+        reply = self._send("POST", "/auth/token", {"username": creds.username, "password": creds.password}, None)
+        if reply.status in (401, 403) and not refresh_secret:
+            return self._login(True)  # the secret may have been rotated since it was cached: read it again, once
+        if reply.status in (401, 403):
+            raise AirflowAuthError(
+                f"Airflow at {self.url} refused the login of user {creds.username!r} (HTTP {reply.status}): "
+                "check the username and password in the Airflow credentials secret"
+            )
+        if reply.status == 404:
+            raise AirflowNotFound(f"Airflow at {self.url} has no /auth/token (HTTP 404): is VDIMPORT_AIRFLOW_URL an Airflow 3 API server?")
+        data = reply.json()
+        if reply.status not in (200, 201) or not isinstance(data, dict) or not isinstance(data.get("access_token"), str):
+            raise AirflowError(f"POST {self.url}/auth/token answered HTTP {reply.status} without an access_token")
+        token = data["access_token"]
+        expires = token_expiry(token, time.time())
+        with _TOKENS_LOCK:
+            _TOKENS[(self.url, creds.username)] = (token, expires)
+        log.info(
+            "logged in to Airflow at %s as %s (token valid until %s)",
+            self.url,
+            creds.username,
+            time.strftime("%H:%M:%S", time.gmtime(expires)),
+        )
+        return creds.username, token
+
+    def _token(self) -> tuple[str, str]:
+        creds = self._credentials(False)
+        with _TOKENS_LOCK:
+            cached = _TOKENS.get((self.url, creds.username))
+        if cached and cached[1] - TOKEN_MARGIN_SECONDS > time.time():
+            return creds.username, cached[0]
+        return self._login(False)
+
+    def _forget(self, username: str) -> None:
+        with _TOKENS_LOCK:
+            _TOKENS.pop((self.url, username), None)
+
+    # --- API ----------------------------------------------------------------------------
+    def trigger(self, dag_id: str, dag_run_id: str, conf: dict[str, Any]) -> TriggerResult:
+        """Create run ``dag_run_id`` of ``dag_id``; an existing run with that id (409) is success, not an error."""
+        path = f"/api/v2/dags/{urllib.parse.quote(dag_id, safe='')}/dagRuns"
+        body = {"dag_run_id": dag_run_id, "logical_date": None, "conf": conf}
+        username, token = self._token()
+        reply = self._send("POST", path, body, token)
+        if reply.status == 401:  # token expired or revoked early: log in once more, re-reading the secret (rotation)
+            self._forget(username)
+            username, token = self._login(True)
+            reply = self._send("POST", path, body, token)
+        if reply.status in (200, 201):
+            data = reply.json() or {}
+            return TriggerResult(str(data.get("dag_run_id", dag_run_id)), True, data.get("state"))
+        if reply.status == 409:
+            return TriggerResult(dag_run_id, False, None)
+        if reply.status == 401:
+            self._forget(username)
+            raise AirflowAuthError(f"Airflow at {self.url} rejected a fresh token of user {username!r} (HTTP 401)")
+        if reply.status == 403:
+            raise AirflowAuthError(f"Airflow user {username!r} may not trigger DAG {dag_id} (HTTP 403): {reply.detail()}")
+        if reply.status == 404:
+            raise AirflowNotFound(f"Airflow at {self.url} has no DAG {dag_id} (HTTP 404: {reply.detail()}): is it deployed and parsed?")
+        raise AirflowError(f"POST {path} answered HTTP {reply.status}: {reply.detail()}")

@@ -1,0 +1,207 @@
+"""The function: event in, decision logged, DAG run triggered (or a clear reason why not).
+
+Decisions (the ``decision`` field of the JSON answer and of the log line):
+
+- ``triggered``: a new DAG run; ``duplicate``: the run for this object version exists already
+  (a re-delivered or duplicated event, Airflow answered 409);
+- ``rejected``: not an event we act on (foreign type, malformed, missing fields, other bucket);
+- ``skipped``: the object is gone, has changed since the event, or is not a disk image.
+
+Those answer 200, so OCI Events does not redeliver them. Misconfiguration, an unreachable
+Airflow (after retries) and auth errors raise: the invocation fails with the message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .airflow import AirflowClient, AirflowError
+from .config import Settings, load
+from .detect import HEAD_BYTES, TAIL_BYTES, detect, needs_tail
+from .event import ObjectEvent, Rejected, parse
+from .oci_access import OciAccess
+
+log = logging.getLogger("vdimport.function")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    decision: str
+    reason: str
+    dag_run_id: str | None = None
+    conf: dict[str, Any] | None = None
+
+    def as_json(self) -> str:
+        body: dict[str, Any] = {"decision": self.decision, "reason": self.reason}
+        if self.dag_run_id:
+            body["dag_run_id"] = self.dag_run_id
+        return json.dumps(body)
+
+
+def dag_run_id(namespace: str, bucket: str, name: str, etag: str) -> str:
+    """The run id of one object version: the same event twice gives the same id, a new etag a new one.
+
+    A readable prefix from the object name (Airflow allows ``[A-Za-z0-9_.~:+-]``) and a hash of
+    the four fields, so names that sanitize alike still differ.
+    """
+    digest = hashlib.sha256("\0".join((namespace, bucket, name, etag)).encode()).hexdigest()[:20]
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", name.rsplit("/", 1)[-1]).strip("_.")[:60] or "object"
+    return f"upload__{readable}__{digest}"
+
+
+class Function:
+    """Settings and clients, made once per container and reused by every invocation."""
+
+    def __init__(self, settings: Settings, oci_access: OciAccess | None = None, airflow: AirflowClient | None = None):
+        self.settings = settings
+        self.oci = oci_access or OciAccess(settings)
+        self.airflow = airflow or AirflowClient(
+            settings.airflow_url,
+            self.oci.credentials,
+            retries=settings.retries,
+            backoff_seconds=settings.backoff_seconds,
+            timeout_seconds=settings.timeout_seconds,
+        )
+
+    def process(self, raw: bytes | str) -> Outcome:
+        try:
+            event = parse(raw, self.settings.event_types)
+        except Rejected as exc:
+            log.warning("rejected: %s; nothing triggered", exc)
+            return Outcome("rejected", str(exc))
+        log.info("received %s", event.describe())
+        outcome = self._decide(event)
+        if outcome.dag_run_id:
+            log.info(
+                "%s: DAG %s run %s for %s (%s)", outcome.decision, self.settings.dag_id, outcome.dag_run_id, event.object, outcome.reason
+            )
+        else:
+            log.info("%s: %s; nothing triggered", outcome.decision, outcome.reason)
+        return outcome
+
+    def _decide(self, event: ObjectEvent) -> Outcome:
+        if event.bucket not in self.settings.buckets:
+            return Outcome("rejected", f"bucket {event.bucket} is not one this function imports from ({', '.join(self.settings.buckets)})")
+        info = self.oci.head(event.namespace, event.bucket, event.object)
+        if info is None:
+            return Outcome("skipped", f"object {event.object} no longer exists")
+        if info.etag != event.etag:
+            return Outcome(
+                "skipped",
+                f"object {event.object} changed since the event (etag {event.etag} -> {info.etag}); its newer version has its own event",
+            )
+        head = (
+            self.oci.read_range(event.namespace, event.bucket, event.object, info.etag, f"bytes=0-{HEAD_BYTES - 1}") if info.size else b""
+        )
+        if head is None:
+            return Outcome("skipped", f"object {event.object} changed or vanished while its header was read")
+        tail = None
+        if needs_tail(head, info.size):
+            tail = (
+                head[-TAIL_BYTES:]
+                if info.size <= HEAD_BYTES
+                else self.oci.read_range(event.namespace, event.bucket, event.object, info.etag, f"bytes=-{TAIL_BYTES}")
+            )
+            if tail is None:
+                return Outcome("skipped", f"object {event.object} changed or vanished while its footer was read")
+        found = detect(head, tail, info.size)
+        if not found.image:
+            return Outcome("skipped", f"{event.object} ({info.size} bytes) is not a disk image: {found.reason}")
+        run_id = dag_run_id(event.namespace, event.bucket, event.object, info.etag)
+        conf = {
+            "namespace": event.namespace,
+            "bucket": event.bucket,
+            "object": event.object,
+            "etag": info.etag,
+            "size": info.size,
+            "metadata": info.metadata,
+        }
+        log.info(
+            "%s looks like %s (%s); metadata %s; triggering DAG %s as run %s",
+            event.object,
+            found.format,
+            found.reason,
+            json.dumps(info.metadata, sort_keys=True),
+            self.settings.dag_id,
+            run_id,
+        )
+        result = self.airflow.trigger(self.settings.dag_id, run_id, conf)
+        if result.created:
+            return Outcome("triggered", f"{found.format} image, {info.size} bytes", result.dag_run_id, conf)
+        return Outcome("duplicate", "this object version already has its run (HTTP 409)", result.dag_run_id, conf)
+
+
+# --- the Fn entry point -------------------------------------------------------------------
+_FUNCTIONS: dict[tuple[tuple[str, str], ...], Function] = {}
+_LOCK = threading.Lock()
+
+
+def _setup_logging() -> None:
+    root = logging.getLogger("vdimport")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)  # Fn collects stderr as the function's log
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
+
+def function_for(env: Mapping[str, str]) -> Function:
+    """The :class:`Function` for this configuration, made on first use (per container, per config)."""
+    key = tuple(sorted((k, v) for k, v in env.items() if k.startswith("VDIMPORT_")))
+    with _LOCK:
+        if key not in _FUNCTIONS:
+            settings = load(env)
+            log.info("configured: %s", settings.describe())
+            _FUNCTIONS[key] = Function(settings)
+        return _FUNCTIONS[key]
+
+
+def reset() -> None:
+    """Forget cached functions (tests)."""
+    with _LOCK:
+        _FUNCTIONS.clear()
+
+
+def _read(data: Any) -> bytes:
+    if data is None:
+        return b""
+    if isinstance(data, bytes | bytearray):
+        return bytes(data)
+    if isinstance(data, str):
+        return data.encode()
+    if isinstance(data, io.IOBase) or hasattr(data, "getvalue") or hasattr(data, "read"):
+        value = data.getvalue() if hasattr(data, "getvalue") else data.read()
+        return value.encode() if isinstance(value, str) else bytes(value)
+    return str(data).encode()
+
+
+def handler(ctx: Any, data: Any = None) -> Any:
+    """``fdk`` handler: ``ctx.Config()`` is the function's configuration, ``data`` the event body."""
+    from fdk import response  # imported here so the package logic is usable without fdk
+
+    _setup_logging()
+    env: Mapping[str, str] = ctx.Config() if ctx is not None and callable(getattr(ctx, "Config", None)) else os.environ
+    if not any(k.startswith("VDIMPORT_") for k in env):
+        env = os.environ
+    call_id = ctx.CallID() if ctx is not None and callable(getattr(ctx, "CallID", None)) else None
+    if call_id:
+        log.info("invocation %s", call_id)
+    try:
+        outcome = function_for(env).process(_read(data))
+    except AirflowError as exc:
+        log.error("failed: %s", exc)
+        raise
+    except Exception as exc:  # configuration, secret or Object Storage errors: log the cause, fail the invocation
+        log.error("failed: %s: %s", type(exc).__name__, exc)
+        raise
+    return response.Response(ctx, response_data=outcome.as_json(), headers={"Content-Type": "application/json"})
