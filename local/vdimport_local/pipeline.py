@@ -21,25 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vdimport_worker.steps import CLEANUP_STEP, STEP_NAMES
+
 from .emulator.client import EmulatorHandle
 
-STEP_ORDER = (
-    "inspect_object",
-    "launch_worker",
-    "wait_worker_ready",
-    "download_image",
-    "create_volume",
-    "attach_volume",
-    "write_image",
-    "verify_image",
-    "fsck_volume",
-    "detach_volume",
-    "terminate_worker",
-    "tune_volume",
-    "assign_backup_policy",
-    "report",
-)
-CLEANUP_STEP = "terminate_worker"
+STEP_ORDER: tuple[str, ...] = STEP_NAMES  # the step runner's order; the DAG keeps its own copy (tested equal)
 LOCAL_SUBNET = "ocid1.subnet.oc1.iad.aaaavdimportlocal"
 
 
@@ -95,6 +81,19 @@ class ImportOutcome:
         return self.state.get("report")
 
 
+@contextlib.contextmanager
+def _step_files(step: str, run_id: str, request: dict[str, Any], state: dict[str, Any]) -> Iterator[tuple[list[str], Path]]:
+    """The CLI arguments of one step (state passed as a file) and where its result will be."""
+    with tempfile.TemporaryDirectory(prefix="vdimport-step-") as tmp:
+        state_path = Path(tmp) / "state.json"
+        state_path.write_text(json.dumps(state))
+        yield [step, "--run-id", run_id, "--request", json.dumps(request), "--state", f"@{state_path}"], Path(tmp) / "return.json"
+
+
+def _result(code: int, result_path: Path) -> dict[str, Any] | None:
+    return json.loads(result_path.read_text()) if code == 0 and result_path.exists() else None
+
+
 def run_step(
     step: str,
     run_id: str,
@@ -103,24 +102,10 @@ def run_step(
     env: dict[str, str],
     on_output: Callable[[str], None] | None = None,
 ) -> StepRun:
-    with tempfile.TemporaryDirectory(prefix="vdimport-step-") as tmp:
-        result_path = Path(tmp) / "return.json"
-        state_path = Path(tmp) / "state.json"
-        state_path.write_text(json.dumps(state))
+    with _step_files(step, run_id, request, state) as (argv, result_path):
         started = time.monotonic()
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "vdimport_worker",
-                step,
-                "--run-id",
-                run_id,
-                "--request",
-                json.dumps(request),
-                "--state",
-                f"@{state_path}",
-            ],
+            [sys.executable, "-m", "vdimport_worker", *argv],
             env={**env, "VDIMPORT_RESULT_PATH": str(result_path)},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -133,8 +118,7 @@ def run_step(
             if on_output:
                 on_output(line.rstrip("\n"))
         code = process.wait()
-        result = json.loads(result_path.read_text()) if code == 0 and result_path.exists() else None
-        return StepRun(step, code, time.monotonic() - started, "".join(lines), result)
+        return StepRun(step, code, time.monotonic() - started, "".join(lines), _result(code, result_path))
 
 
 StepRunner = Callable[[str, str, dict[str, Any], dict[str, Any], dict[str, str], Callable[[str], None] | None], StepRun]
@@ -175,11 +159,7 @@ def run_step_in_process(
     """
     from vdimport_worker.cli import run as run_cli
 
-    with tempfile.TemporaryDirectory(prefix="vdimport-step-") as tmp:
-        result_path = Path(tmp) / "return.json"
-        state_path = Path(tmp) / "state.json"
-        state_path.write_text(json.dumps(state))
-        argv = [step, "--run-id", run_id, "--request", json.dumps(request), "--state", f"@{state_path}"]
+    with _step_files(step, run_id, request, state) as (argv, result_path):
         buffer = io.StringIO()
         started = time.monotonic()
         with _step_process_environment({**env, "VDIMPORT_RESULT_PATH": str(result_path)}), contextlib.redirect_stdout(buffer):
@@ -191,8 +171,7 @@ def run_step_in_process(
         if on_output:
             for line in output.splitlines():
                 on_output(line)
-        result = json.loads(result_path.read_text()) if code == 0 and result_path.exists() else None
-        return StepRun(step, code, time.monotonic() - started, output, result)
+        return StepRun(step, code, time.monotonic() - started, output, _result(code, result_path))
 
 
 def run_import(
