@@ -244,6 +244,17 @@ def test_foreign_event_type_triggers_nothing(
     assert fake_airflow.posts == [] and fake_airflow.logins == 0
 
 
+def test_update_event_is_not_an_upload(
+    function: Function, fake_airflow: FakeAirflow, upload: Callable[..., dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """updateobject (a property change) would re-import unchanged content: rejected unless configured."""
+    event = upload("disk.qcow2", IMAGES["qcow2"][1]) | {"eventType": "com.oraclecloud.objectstorage.updateobject"}
+    with caplog.at_level(logging.INFO, logger="vdimport"):
+        outcome = function.process(json.dumps(event))
+    assert outcome.decision == "rejected" and "updateobject is not handled" in outcome.reason
+    assert fake_airflow.posts == []
+
+
 def _valid_event(ns: str = "ns", bucket: str = "b") -> dict[str, Any]:
     return {
         "eventType": CREATE,

@@ -6,7 +6,7 @@
 | ``VDIMPORT_AIRFLOW_SECRET_ID`` | OCID of the Vault secret holding ``{"username", "password"}`` (required unless local override) |
 | ``VDIMPORT_BUCKETS`` | comma-separated bucket names whose events are accepted (required) |
 | ``VDIMPORT_DAG_ID`` | DAG to trigger (default ``virtual_disk_import``) |
-| ``VDIMPORT_EVENT_TYPES`` | accepted event types (default: object create and update, i.e. a new object version) |
+| ``VDIMPORT_EVENT_TYPES`` | accepted event types, comma-separated (default: ``com.oraclecloud.objectstorage.createobject``: every upload, also over an existing name, is a new object with a new etag; ``updateobject`` is a property change and would re-import unchanged content) |
 | ``VDIMPORT_OCI_AUTH`` | ``resource_principal`` (default, in OCI) or ``config_file`` (local mode) |
 | ``VDIMPORT_OCI_CONFIG`` / ``VDIMPORT_OCI_PROFILE`` | OCI config file and profile for ``config_file`` |
 | ``VDIMPORT_OCI_ENDPOINT`` | service endpoint override (the local emulator) |
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 CREATE_EVENT = "com.oraclecloud.objectstorage.createobject"
 UPDATE_EVENT = "com.oraclecloud.objectstorage.updateobject"
-DEFAULT_EVENT_TYPES = (CREATE_EVENT, UPDATE_EVENT)
+DEFAULT_EVENT_TYPES = (CREATE_EVENT,)
 DEFAULT_DAG_ID = "virtual_disk_import"
 AUTH_MODES = ("resource_principal", "config_file")
 

@@ -443,8 +443,9 @@ def _commit_object(
             _unlink(existing.get("_file"))
         store.touch()
         if bucket.get("objectEventsEnabled"):
-            kind = "updateobject" if existing is not None else "createobject"
-            em.events.emit(object_event(em, kind, bucket, obj))
+            # An upload, also over an existing name, makes a new object: createobject (with the
+            # new etag). updateobject is for changes of an object's properties, not its content.
+            em.events.emit(object_event(em, "createobject", bucket, obj))
         return obj
 
 
