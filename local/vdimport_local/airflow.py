@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +34,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from . import procs
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DAGS = REPO / "dags"
@@ -69,53 +70,6 @@ def _airflow_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "airflow"]
 
 
-# --- processes by PID (Linux /proc) -------------------------------------------
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(parent pid, start time in clock ticks) of ``pid``, or None when it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) "
-    if fields[0] == "Z":  # a zombie is gone for our purposes
-        return None
-    return int(fields[1]), int(fields[19])
-
-
-def _alive(pid: int, start_time: int) -> bool:
-    stat = _stat(pid)
-    return stat is not None and stat[1] == start_time
-
-
-def _descendants(roots: Iterable[int]) -> dict[int, int]:
-    """Every living descendant of ``roots``: pid -> start time."""
-    children: dict[int, list[int]] = {}
-    starts: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        stat = _stat(int(entry.name))
-        if stat is not None:
-            children.setdefault(stat[0], []).append(int(entry.name))
-            starts[int(entry.name)] = stat[1]
-    found: dict[int, int] = {}
-    todo = list(roots)
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found and child in starts:
-                found[child] = starts[child]
-                todo.append(child)
-    return found
-
-
-def _signal(pid: int, sig: int, group: bool = False) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if group:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-
-
 @dataclass
 class LocalAirflow:
     home: Path
@@ -123,6 +77,7 @@ class LocalAirflow:
     username: str
     password: str
     processes: dict[str, tuple[int, int]] = field(default_factory=dict)  # component -> (pid, start time)
+    extra_users: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)  # name -> (role, password)
     _popen: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
     _token: str | None = field(default=None, repr=False)
 
@@ -144,13 +99,15 @@ class LocalAirflow:
         username: str = "admin",
         password: str = "admin",  # noqa: S107 - a loopback-only development instance with a known login
         port: int = 0,
+        extra_users: Mapping[str, tuple[str, str]] | None = None,
         timeout: float = 180.0,
     ) -> LocalAirflow:
         """Start Airflow in ``home`` (created; an earlier database there is reused).
 
         ``env`` is the environment of every Airflow process (and so of the tasks and their
         step subprocesses; default: this process's); ``config`` adds ``AIRFLOW__SECTION__KEY``
-        settings; ``pools`` are created or resized once the API is up.
+        settings; ``pools`` are created or resized once the API is up; ``extra_users`` adds
+        logins (name -> (simple auth manager role, password)), e.g. a ``user`` for the function.
         """
         home = Path(home).resolve()
         home.mkdir(parents=True, exist_ok=True)
@@ -159,7 +116,7 @@ class LocalAirflow:
             earlier = cls.attach(home)
             if any(earlier.running().values()):
                 raise AirflowError(f"an Airflow started in {home} is still running ({earlier.url}); stop it first")
-        instance = cls(home, port or free_port(), username, password)
+        instance = cls(home, port or free_port(), username, password, extra_users=dict(extra_users or {}))
         environment = instance._environment(Path(dags_folder).resolve(), env, config)
         migrate = subprocess.run(
             [*_airflow_command(), "db", "migrate"],
@@ -197,7 +154,8 @@ class LocalAirflow:
             secrets_file.write_text(json.dumps(keys))
             secrets_file.chmod(0o600)
         passwords = self.home / "passwords.json"
-        passwords.write_text(json.dumps({self.username: self.password}) + "\n")
+        logins = {self.username: ("admin", self.password), **self.extra_users}
+        passwords.write_text(json.dumps({name: password for name, (_, password) in logins.items()}) + "\n")
         passwords.chmod(0o600)
         base = dict(os.environ if env is None else env)
         base = {k: v for k, v in base.items() if not k.startswith("AIRFLOW__") and k != "AIRFLOW_HOME"}
@@ -211,7 +169,7 @@ class LocalAirflow:
             "AIRFLOW__CORE__FERNET_KEY": keys["fernet"],
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.username}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{name}:{role}" for name, (role, _) in logins.items()),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
@@ -238,7 +196,7 @@ class LocalAirflow:
             )
         finally:
             log.close()
-        stat = _stat(process.pid)
+        stat = procs.stat(process.pid)
         self._popen[component] = process
         self.processes[component] = (process.pid, stat[1] if stat else 0)
 
@@ -262,40 +220,21 @@ class LocalAirflow:
         self.stop()
 
     def running(self) -> dict[str, bool]:
-        return {name: _alive(pid, start) for name, (pid, start) in self.processes.items()}
+        return {name: procs.alive(pid, start) for name, (pid, start) in self.processes.items()}
 
     def process_tree(self) -> dict[int, int]:
         """The living processes of this instance and all their descendants: pid -> start time."""
-        leaders = {pid: start for pid, start in self.processes.values() if _alive(pid, start)}
-        return {**leaders, **_descendants(leaders)}
+        leaders = {pid: start for pid, start in self.processes.values() if procs.alive(pid, start)}
+        return {**leaders, **procs.descendants(leaders)}
 
     @staticmethod
     def alive(processes: Mapping[int, int]) -> list[int]:
         """Those of ``processes`` (pid -> start time, as from ``process_tree``) still running."""
-        return [pid for pid, start in processes.items() if _alive(pid, start)]
+        return [pid for pid, start in processes.items() if procs.alive(pid, start)]
 
     def stop(self, grace: float = 20.0) -> None:
         """Stop every process this instance started and all their descendants."""
-        leaders = {pid: start for pid, start in self.processes.values() if _alive(pid, start)}
-        victims = self.process_tree()
-        for pid in leaders:
-            _signal(pid, signal.SIGTERM, group=True)
-        for pid, start in victims.items():
-            if _alive(pid, start):
-                _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            self._reap()
-            if not any(_alive(pid, start) for pid, start in victims.items()):
-                break
-            time.sleep(0.2)
-        # Anything still there, and anything started meanwhile (a task spawning as we stopped).
-        victims.update(_descendants([pid for pid, start in victims.items() if _alive(pid, start)]))
-        for pid, start in victims.items():
-            if _alive(pid, start):
-                _signal(pid, signal.SIGKILL)
-        for pid in leaders:
-            _signal(pid, signal.SIGKILL, group=True)
+        procs.stop_tree(dict(self.processes.values()), grace, reap=self._reap)
         for process in self._popen.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(10)
