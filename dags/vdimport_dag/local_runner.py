@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from .steps import EXIT_REJECTED
 
 # Longer --request/--state values go through a file (the CLI accepts @file): one argv string
 # may not exceed 128 KiB on Linux.
@@ -135,6 +137,8 @@ class LocalStepOperator(BaseOperator):
                     self._process.stdout.close()
             if code != 0:
                 cause = next((line.split("FAILED: ", 1)[1] for line in reversed(tail) if "FAILED: " in line), None)
+                if code == EXIT_REJECTED:  # the request or image is wrong: a retry would fail the same way
+                    raise AirflowFailException(f"step {self.step} rejected the import (not retried): {cause or 'see the log above'}")
                 raise AirflowException(f"step {self.step} failed (exit {code}): {cause or 'see the log above'}")
             if not result_path.exists():
                 raise AirflowException(f"step {self.step} exited 0 but wrote no result to $VDIMPORT_RESULT_PATH")

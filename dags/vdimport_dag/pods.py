@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from kubernetes.client import models as k8s
+
 from .settings import DagSettings
+from .steps import EXIT_REJECTED
 from .templating import step_arguments, step_labels
 
 # The step runner image runs as this user (images/worker/Dockerfile: USER 10001:10001).
@@ -19,17 +24,37 @@ RESULT_PATH = "/airflow/xcom/return.json"  # where the KubernetesPodOperator's X
 POD_DEADLINE_MARGIN_SECONDS = 300
 
 
-def kubernetes_step_task(step: str, settings: DagSettings, timeout_seconds: float, **task_kwargs: Any) -> Any:
-    """The KubernetesPodOperator that runs ``vdimport-step <step>`` in the step runner image."""
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-    from kubernetes.client import models as k8s
+def container_exit_code(pod: Any, container: str) -> int | None:
+    """The exit code of ``container`` in a finished pod, if Kubernetes reported one."""
+    statuses = (pod.status.container_statuses if pod is not None and pod.status else None) or []
+    for status in statuses:
+        if status.name == container and status.state and status.state.terminated:
+            return int(status.state.terminated.exit_code)
+    return None
 
+
+class StepPodOperator(KubernetesPodOperator):
+    """A step's pod; a step that rejects the import (exit ``EXIT_REJECTED``) fails without retries."""
+
+    def cleanup(self, pod: Any, remote_pod: Any, xcom_result: dict[str, Any] | None = None, context: Any = None) -> None:
+        try:
+            super().cleanup(pod, remote_pod, xcom_result, context)
+        except AirflowFailException:
+            raise
+        except AirflowException as exc:
+            if container_exit_code(remote_pod, self.base_container_name) == EXIT_REJECTED:
+                raise AirflowFailException(f"step {self.task_id} rejected the import (not retried): {exc}") from exc
+            raise
+
+
+def kubernetes_step_task(step: str, settings: DagSettings, timeout_seconds: float, **task_kwargs: Any) -> Any:
+    """The pod operator that runs ``vdimport-step <step>`` in the step runner image."""
     restricted = k8s.V1SecurityContext(
         allow_privilege_escalation=False,
         read_only_root_filesystem=True,
         capabilities=k8s.V1Capabilities(drop=["ALL"]),
     )
-    return KubernetesPodOperator(
+    return StepPodOperator(
         task_id=step,
         name=f"vdimport-{step.replace('_', '-')}",  # plus a random suffix
         namespace=settings.pod_namespace,

@@ -25,6 +25,11 @@ STEP_ORDER: tuple[str, ...] = (
     "assign_backup_policy",
     "report",
 )
+# vdimport-step's exit status when the request or the image itself is wrong (bad metadata, an
+# unsafe or oversized image): the task fails at once instead of being retried. The step
+# runner image defines it too (vdimport_worker.cli.EXIT_REJECTED; a test keeps them equal).
+EXIT_REJECTED = 3
+
 FIRST_STEP = "inspect_object"
 LAUNCH_STEP = "launch_worker"
 CLEANUP_STEP = "terminate_worker"

@@ -4,7 +4,7 @@
 (step, run id, request, state, its VDIMPORT_*/FAKE_* env, the names of any AIRFLOW* variables,
 its pid) to ``$FAKE_STEP_LOG``, prints a few log
 lines, and then fails like the real runner (``FAILED: <cause>``, exit 1) when ``step`` is in
-``$FAKE_STEP_FAIL`` (comma-separated), sleeps ``$FAKE_STEP_SLEEP`` seconds when it names
+``$FAKE_STEP_FAIL`` (comma-separated), rejects it (exit 3) when in ``$FAKE_STEP_REJECT``, sleeps ``$FAKE_STEP_SLEEP`` seconds when it names
 this step (``step:seconds``), else writes ``{"step": ..., "fake": true}`` to
 ``$VDIMPORT_RESULT_PATH``.
 """
@@ -49,6 +49,9 @@ def main(argv: list[str]) -> int:
     if step in os.environ.get("FAKE_STEP_FAIL", "").split(","):
         print(f"FAILED: injected failure of {step}", flush=True)
         return 1
+    if step in os.environ.get("FAKE_STEP_REJECT", "").split(","):
+        print(f"FAILED: {step} rejects the request", flush=True)
+        return 3
     result_path = Path(os.environ.get("VDIMPORT_RESULT_PATH", "/airflow/xcom/return.json"))
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps({"step": step, "fake": True}))

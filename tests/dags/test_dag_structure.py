@@ -16,7 +16,7 @@ from vdimport_local.pipeline import STEP_ORDER as PIPELINE_STEP_ORDER
 from vdimport_worker.request import OPTION_KEYS
 
 RUNNERS = ("kubernetes", "local")
-OPERATOR = {"kubernetes": "KubernetesPodOperator", "local": "LocalStepOperator"}
+OPERATOR = {"kubernetes": "StepPodOperator", "local": "LocalStepOperator"}  # StepPodOperator is a KubernetesPodOperator
 
 
 def test_dag_files_do_not_import_the_step_runner_package() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from dagkit import FAKE_STEP
 from vdimport_dag.local_runner import ARG_FILE_THRESHOLD, LocalStepOperator, read_env_file, resolve_command
 
@@ -27,7 +27,7 @@ def _operator(step: str = "write_image", state: str = "{}", **kwargs: Any) -> Lo
 def fake_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     log = tmp_path / "fake-steps.jsonl"
     monkeypatch.setenv("FAKE_STEP_LOG", str(log))
-    for key in ("FAKE_STEP_FAIL", "FAKE_STEP_SLEEP"):
+    for key in ("FAKE_STEP_FAIL", "FAKE_STEP_REJECT", "FAKE_STEP_SLEEP"):
         monkeypatch.delenv(key, raising=False)
     return log
 
@@ -79,6 +79,17 @@ def test_a_failing_step_fails_the_task_with_its_one_line_cause(fake_log: Path, m
     monkeypatch.setenv("FAKE_STEP_FAIL", "verify_image")
     with pytest.raises(AirflowException, match=r"step verify_image failed \(exit 1\): injected failure of verify_image"):
         _operator("verify_image").execute({})
+
+
+def test_a_rejecting_step_fails_the_task_without_retries(fake_log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exit 3 (the request or image is wrong) raises AirflowFailException: Airflow does not retry it."""
+    monkeypatch.setenv("FAKE_STEP_REJECT", "inspect_object")
+    with pytest.raises(AirflowFailException, match=r"step inspect_object rejected the import \(not retried\): inspect_object rejects"):
+        _operator("inspect_object").execute({})
+    monkeypatch.setenv("FAKE_STEP_FAIL", "verify_image")
+    with pytest.raises(AirflowException) as ordinary:
+        _operator("verify_image").execute({})
+    assert not isinstance(ordinary.value, AirflowFailException), "exit 1 stays retryable"
 
 
 def test_a_large_state_goes_through_a_file(fake_log: Path) -> None:

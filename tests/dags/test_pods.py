@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -195,3 +196,102 @@ def test_an_invalid_pod_is_caught() -> None:
     pod["spec"]["activeDeadlineSeconds"] = "soon"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(pod, "1.31", strict=True)
+
+
+def _finished_pod(exit_code: int) -> Any:
+    from kubernetes.client import models as k8s
+
+    terminated = k8s.V1ContainerState(terminated=k8s.V1ContainerStateTerminated(exit_code=exit_code, message="FAILED: the cause"))
+    return k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(name="vdimport-inspect-object-abc", namespace="vdimport", annotations={}),
+        spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="base", image="vdimport-worker:latest")], restart_policy="Never"),
+        status=k8s.V1PodStatus(
+            phase="Failed",
+            container_statuses=[
+                k8s.V1ContainerStatus(name="base", state=terminated, ready=False, restart_count=0, image="i", image_id="i")
+            ],
+        ),
+    )
+
+
+class PodApi:
+    """The few Kubernetes API calls the operator's cleanup makes about one finished pod, over HTTP."""
+
+    def __init__(self, pod: Any):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from kubernetes.client import ApiClient
+
+        body = ApiClient().sanitize_for_serialization(pod)
+        self.calls: list[str] = []
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                api.calls.append(f"{self.command} {self.path}")
+                length = int(self.headers.get("content-length") or 0)
+                if length:
+                    self.rfile.read(length)
+                path = self.path.split("?")[0]
+                if path.endswith(f"/pods/{body['metadata']['name']}"):
+                    status, reply = 200, body
+                elif path.endswith("/events"):
+                    status, reply = 200, {"kind": "EventList", "apiVersion": "v1", "items": []}
+                elif path == "/api/v1/namespaces/vdimport":
+                    status, reply = 200, {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "vdimport", "labels": {}}}
+                else:
+                    status, reply = 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404}
+                raw = json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            do_GET = do_PATCH = do_DELETE = _answer
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def kubeconfig(self) -> str:
+        port = self.server.server_address[1]
+        return f"""apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "http://127.0.0.1:{port}"}}}}]
+users: [{{name: u, user: {{token: t}}}}]
+contexts: [{{name: x, context: {{cluster: c, user: u, namespace: vdimport}}}}]
+current-context: x
+"""
+
+
+@pytest.mark.parametrize(("exit_code", "retried"), [(1, True), (3, False)])
+def test_a_rejecting_step_fails_without_retry(module_monkeypatch: pytest.MonkeyPatch, tmp_path: Any, exit_code: int, retried: bool) -> None:
+    """Exit 1 (a retry may help) stays an ordinary failure; exit 3 (bad request or image) fails the task for good.
+
+    The operator's own cleanup runs, its API calls answered over HTTP with the status
+    Kubernetes reports for the finished pod."""
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+    from vdimport_dag.pods import StepPodOperator
+    from vdimport_dag.steps import EXIT_REJECTED
+
+    from vdimport_worker.cli import EXIT_REJECTED as WORKER_EXIT_REJECTED
+
+    assert EXIT_REJECTED == WORKER_EXIT_REJECTED == 3
+    pod = _finished_pod(exit_code)
+    api = PodApi(pod)
+    clear_vdimport_env(module_monkeypatch)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(api.kubeconfig())
+    connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kubeconfig)}}
+    module_monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
+    task = parse_dag().get_task("inspect_object")
+    assert isinstance(task, StepPodOperator)
+    with pytest.raises(AirflowException) as raised:
+        task.cleanup(pod, pod)
+    api.server.shutdown()
+    assert isinstance(raised.value, AirflowFailException) is not retried
+    assert "returned a failure" in str(raised.value)
+    assert any(call.startswith("GET /api/v1/namespaces/vdimport/pods/") for call in api.calls)

@@ -19,6 +19,7 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from importkit import Importer, assert_no_volume_made, assert_nothing_leaked, file_contains, new_run_id, volume_files
@@ -26,6 +27,7 @@ from importkit import Importer, assert_no_volume_made, assert_nothing_leaked, fi
 from vdimport_local.diskimages import convert, make_ova
 from vdimport_local.emulator.client import EmulatorHandle
 from vdimport_local.pipeline import STEP_ORDER, run_import
+from vdimport_worker.cli import EXIT_REJECTED
 
 MIB = 1 << 20
 MARKER_SIZE = MIB
@@ -191,6 +193,10 @@ CASES = [
 ]
 
 
+def _exit_code(outcome: Any, step: str) -> int:
+    return int([run for run in outcome.runs if run.name == step][-1].exit_code)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_image_is_refused(importer: Importer, host: Host, tmp_path: Path, case: Case) -> None:
     """User-visible: the import fails at the named step with a one-line cause, no volume is
@@ -205,6 +211,7 @@ def test_hostile_image_is_refused(importer: Importer, host: Host, tmp_path: Path
     assert outcome.error is not None and case.cause in outcome.error
     assert "\n" not in outcome.error and len(outcome.error) < 400
     assert STEP_ORDER.index(outcome.failed_step) < STEP_ORDER.index("create_volume")
+    assert _exit_code(outcome, case.step) == EXIT_REJECTED, "a refused image must not be retried"
     assert_nothing_leaked(importer.emu, outcome)
     assert_no_volume_made(importer.emu, run_id)
 
@@ -245,6 +252,7 @@ def test_download_refuses_what_inspection_missed(
 
     assert outcome.failed_step == "download_image", f"{outcome.failed_step}: {outcome.error}"
     assert outcome.error is not None and cause in outcome.error and "\n" not in outcome.error
+    assert _exit_code(outcome, "download_image") == EXIT_REJECTED
     assert_nothing_leaked(emu, outcome)
     assert_no_volume_made(emu, run_id)
 

@@ -3,7 +3,9 @@
 Logs human-readable progress to stdout (what ``kubectl logs`` shows), writes the step's
 result JSON to ``$VDIMPORT_RESULT_PATH`` (default ``/airflow/xcom/return.json``, read by
 the KubernetesPodOperator XCom sidecar), and on failure exits non-zero with the one-line
-cause as its last log line. ``--request``/``--state`` take JSON text or ``@file``.
+cause as its last log line: 1 for a failure a retry may fix, 2 for a configuration error,
+3 when the request or the image itself is wrong (the DAG does not retry those).
+``--request``/``--state`` take JSON text or ``@file``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import oci
 
 from .config import ConfigError, WorkerConfig
-from .context import StepContext, StepError
+from .context import Rejected, StepContext, StepError
 from .remote import RemoteError
 from .request import ImportRequest, RequestError
 from .steps import CLEANUP_STEP, STEP_NAMES, STEPS
@@ -29,6 +31,7 @@ from .waiting import UnexpectedState, WaitTimeout
 DEFAULT_RESULT_PATH = "/airflow/xcom/return.json"
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+EXIT_REJECTED = 3  # the request or image is wrong: the DAG fails the task without retrying it
 
 log = logging.getLogger("vdimport")
 
@@ -103,7 +106,13 @@ def run(argv: list[str] | None = None) -> int:
         ctx = StepContext(run_id=args.run_id, conf=conf, request=request, state=state, config=config, clients=clients)
         log.info("Step %s of run %s (resources named %s-*)", args.step, args.run_id, ctx.names.prefix)
         result = STEPS[args.step](ctx)
-    except (StepError, RequestError, RemoteError, WaitTimeout, UnexpectedState) as exc:
+    except (Rejected, RequestError) as exc:
+        log.error("FAILED: %s", exc)
+        return EXIT_REJECTED
+    except RemoteError as exc:
+        log.error("FAILED: %s", exc)
+        return EXIT_REJECTED if exc.rejected else EXIT_FAILED
+    except (StepError, WaitTimeout, UnexpectedState) as exc:
         log.error("FAILED: %s", exc)
         return EXIT_FAILED
     except oci.exceptions.ServiceError as exc:

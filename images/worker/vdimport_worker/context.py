@@ -19,6 +19,13 @@ class StepError(RuntimeError):
     """The step failed for a reason the user can act on; the message is the one-line cause."""
 
 
+class Rejected(StepError):
+    """The request or the image cannot be imported as it is: a retry would fail the same way.
+
+    The CLI exits with ``EXIT_REJECTED`` for it, and the DAG fails the task without retries.
+    """
+
+
 @dataclass
 class StepContext:
     run_id: str

@@ -4,7 +4,8 @@ No SSH, no inbound ports: each script (``vm/*.sh``, prefixed by ``vm/lib.sh``) t
 Run Command text, at most 4 KB. Values reach the script only as shell-quoted variable
 assignments, so nothing from an object name or metadata is ever parsed as shell code.
 The script's last line carries its result (``VDIMPORT_RESULT {json}``) or its one-line
-cause (``VDIMPORT_ERROR ...``): Run Command returns only the last 1 KB of output.
+cause (``VDIMPORT_ERROR ...``, or ``VDIMPORT_REJECT ...`` when the image itself is unusable):
+Run Command returns only the last 1 KB of output.
 
 Idempotency: a command is named after the run and the script. If a command of that name
 is still running (the step was killed and restarted), we wait for it instead of starting a
@@ -36,7 +37,12 @@ GONE_INSTANCE_STATES = ("STOPPING", "STOPPED", "TERMINATING", "TERMINATED")
 
 
 class RemoteError(RuntimeError):
-    """A worker script failed; the message is its one-line cause."""
+    """A worker script failed; the message is its one-line cause. ``rejected``: the script
+    found the image itself unusable (``reject`` in lib.sh), so a retry cannot help."""
+
+    def __init__(self, message: str, rejected: bool = False):
+        super().__init__(message)
+        self.rejected = rejected
 
 
 @dataclass(frozen=True)
@@ -79,18 +85,19 @@ def fits(name: str, variables: dict[str, str | int]) -> bool:
     return True
 
 
-def parse_output(text: str) -> tuple[dict[str, Any] | None, str | None]:
-    """The result JSON or the error line from a script's output tail."""
-    result, error = None, None
+def parse_output(text: str) -> tuple[dict[str, Any] | None, str | None, bool]:
+    """The result JSON, or the error line and whether it rejects the image, from a script's output tail."""
+    result, error, rejected = None, None, False
     for line in text.splitlines():
         if line.startswith("VDIMPORT_RESULT "):
             try:
                 result = json.loads(line[len("VDIMPORT_RESULT ") :])
             except ValueError:
                 error = "the worker script printed a malformed result"
-        elif line.startswith("VDIMPORT_ERROR "):
-            error = line[len("VDIMPORT_ERROR ") :].strip()
-    return result, error
+        elif line.startswith(("VDIMPORT_ERROR ", "VDIMPORT_REJECT ")):
+            error = line.split(" ", 1)[1].strip()
+            rejected = line.startswith("VDIMPORT_REJECT ")
+    return result, error, rejected
 
 
 class WorkerShell:
@@ -118,7 +125,7 @@ class WorkerShell:
             return self._finish(script, existing.instance_agent_command_id, timeout_seconds, reused=True)
         if existing is not None and existing.lifecycle_state == "SUCCEEDED" and not secret:
             finished = self._execution(existing.instance_agent_command_id)
-            parsed, _ = parse_output(_output_text(finished))
+            parsed, _, _ = parse_output(_output_text(finished))
             if parsed is not None:
                 log.info("The %s script already succeeded on the worker; reusing its result", script)
                 return ScriptResult(parsed, _output_text(finished), existing.instance_agent_command_id, reused=True)
@@ -176,7 +183,7 @@ class WorkerShell:
         for line in output.splitlines():
             if line and not line.startswith("VDIMPORT_"):
                 log.info("  worker| %s", line)
-        parsed, error = parse_output(output)
+        parsed, error, rejected = parse_output(output)
         state = execution.lifecycle_state
         if state == "SUCCEEDED" and parsed is not None:
             log.info("%s finished on the worker in %.1f s", script, time.monotonic() - started)
@@ -190,7 +197,7 @@ class WorkerShell:
         if state == "CANCELED":
             raise RemoteError(f"{script} on the worker was canceled")
         exit_code = getattr(execution.content, "exit_code", None)
-        raise RemoteError(error or f"{script} on the worker failed (exit {exit_code}) without saying why")
+        raise RemoteError(error or f"{script} on the worker failed (exit {exit_code}) without saying why", rejected=rejected)
 
     def _raise_if_gone(self, script: str) -> None:
         state = self.clients.compute.get_instance(self.instance_id).data.lifecycle_state

@@ -11,7 +11,7 @@ from typing import Any
 
 import oci
 
-from ..context import StepContext, StepError
+from ..context import Rejected, StepContext, StepError
 from ..imageformat import SourceImage, UnsafeImage, check_qemu_info
 from ..remote import fits
 from .worker import delete_run_pars
@@ -76,7 +76,7 @@ def download_image(ctx: StepContext) -> dict[str, Any]:
     try:
         check_qemu_info(info, source, result["path"])
     except UnsafeImage as exc:
-        raise StepError(str(exc)) from None
+        raise Rejected(str(exc)) from None
     log.info(
         "qemu-img agrees: %s, virtual size %d bytes, %d bytes allocated", info["format"], info["virtual-size"], info.get("actual-size", 0)
     )

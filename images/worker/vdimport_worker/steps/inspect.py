@@ -9,7 +9,7 @@ from typing import Any
 import oci
 
 from ..clients import list_all
-from ..context import StepContext, StepError
+from ..context import Rejected, StepContext, StepError
 from ..imageformat import UnsafeImage, inspect_source
 from ..naming import volume_display_name
 from ..request import ImportRequest, RequestError
@@ -34,15 +34,15 @@ def inspect_object(ctx: StepContext) -> dict[str, Any]:
         head = os_client.head_object(req.namespace, req.bucket, req.object)
     except oci.exceptions.ServiceError as exc:
         if exc.status == 404:
-            raise StepError(f"object {_shown(req.object)} not found in bucket {req.bucket} (namespace {req.namespace})") from None
+            raise Rejected(f"object {_shown(req.object)} not found in bucket {req.bucket} (namespace {req.namespace})") from None
         raise
     headers = head.headers
     etag = headers.get("etag")
     size = int(headers.get("content-length", 0))
     if req.etag and etag != req.etag:
-        raise StepError(f"the object changed since the upload event (etag {req.etag}, now {etag}); its new version is a new import")
+        raise Rejected(f"the object changed since the upload event (etag {req.etag}, now {etag}); its new version is a new import")
     if req.size is not None and req.size != size:
-        raise StepError(f"the object is {size} bytes, the request said {req.size}")
+        raise Rejected(f"the object is {size} bytes, the request said {req.size}")
     metadata = {k[len("opc-meta-") :]: v for k, v in headers.items() if k.lower().startswith("opc-meta-")}
     request = _with_metadata(ctx, metadata)
     for key in request.unknown_keys:
@@ -56,7 +56,7 @@ def inspect_object(ctx: StepContext) -> dict[str, Any]:
     try:
         source = inspect_source(read, size, request.options.source_format)
     except UnsafeImage as exc:
-        raise StepError(str(exc)) from None
+        raise Rejected(str(exc)) from None
     log.info(
         "Found a %s image%s: %d bytes, virtual size %d bytes",
         source.format,
@@ -88,21 +88,21 @@ def _with_metadata(ctx: StepContext, metadata: dict[str, str]) -> ImportRequest:
     try:
         return ImportRequest.parse(conf)
     except RequestError as exc:
-        raise StepError(f"bad import option: {exc}") from None
+        raise Rejected(f"bad import option: {exc}") from None
 
 
 def _plan(ctx: StepContext, request: ImportRequest, virtual_size: int) -> dict[str, Any]:
     opts = request.options
     size_gb = volume_size_gb(virtual_size)
     if size_gb > MAX_VOLUME_GB:
-        raise StepError(f"the image needs {size_gb} GB, more than the largest block volume ({MAX_VOLUME_GB} GB)")
+        raise Rejected(f"the image needs {size_gb} GB, more than the largest block volume ({MAX_VOLUME_GB} GB)")
     compartment = opts.compartment_id or ctx.config.compartment_id
     ads = [ad.name for ad in list_all(ctx.clients.identity.list_availability_domains, ctx.clients.tenancy or compartment)]
     if not ads:
         raise StepError("no availability domains are visible to the worker's identity")
     if opts.ad_number is not None:
         if opts.ad_number > len(ads):
-            raise StepError(f"ad_number: this region has {len(ads)} availability domain(s), not {opts.ad_number}")
+            raise Rejected(f"ad_number: this region has {len(ads)} availability domain(s), not {opts.ad_number}")
         ad = ads[opts.ad_number - 1]
     else:
         # "Random" as in the seed, but stable across retries of the same run.

@@ -36,14 +36,14 @@ else
 fi
 why() { { grep -iEm1 'truncat|end of (the )?file|EOF' <<<"$1" || tail -1 <<<"$1"; } | cut -c1-200; }
 info=$(prlimit --as=1073741824 --cpu=30 qemu-img info -f "$FORMAT" --output=json "$IMG" 2>&1) ||
-    fail "qemu-img cannot read the image as $FORMAT: $(why "$info")"
+    reject "qemu-img cannot read the image as $FORMAT: $(why "$info")"
 # Missing clusters read as zeros: catch truncation (rc 3 = leaks only); skip images naming files.
 case $FORMAT:$info in
 *'"backing-filename"'* | *'"data-file"'*) ;;
 qcow2:* | vmdk:* | vhdx:* | vdi:*)
     out=$(prlimit --as=2147483648 --cpu=300 qemu-img check -f "$FORMAT" "$IMG" 2>&1) && rc=0 || rc=$?
-    [ $rc -eq 0 ] || [ $rc -eq 3 ] || fail "the $FORMAT image is damaged or truncated (qemu-img check): $(why "$out")" ;;
+    [ $rc -eq 0 ] || [ $rc -eq 3 ] || reject "the $FORMAT image is damaged or truncated (qemu-img check): $(why "$out")" ;;
 esac
 packed=$(printf '%s' "$info" | gzip -9 | base64 -w0)
-[ ${#packed} -lt 900 ] || fail "qemu-img info is unexpectedly large (${#packed} bytes packed): refusing the image"
+[ ${#packed} -lt 900 ] || reject "qemu-img info is unexpectedly large (${#packed} bytes packed): refusing the image"
 result "{\"path\":\"$IMG\",\"info\":\"$packed\"}"
