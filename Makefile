@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/.venv-cli/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help setup lock lint format typecheck test test-fast demo bench clean
+.PHONY: help setup lock lint format typecheck test test-fast demo down bench clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,8 +33,11 @@ test: setup lint typecheck ## lint, type-check and run the whole test suite
 test-fast: setup ## the test suite only
 	$(BIN)/python -m pytest -x $(PYTEST_ARGS)
 
-demo: setup ## import a sample disk image end to end in local mode and print the report
-	$(BIN)/python -m vdimport_local.demo
+demo: setup ## local stack up, import a sample disk image through event, function and DAG, print the report
+	$(BIN)/python -m vdimport_local.demo $(DEMO_ARGS)
+
+down: setup ## stop the local stack (vdimport-local down)
+	$(BIN)/vdimport-local down
 
 clean: ## remove the virtualenvs and caches
-	rm -rf $(VENV) .venv-cli .venv-uv .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-cli .venv-function .venv-uv .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create the development environment: Debian packages the tests need, .venv from the
-# pinned lock, and .venv-cli for the oci CLI (its pins conflict with Airflow's, so it
-# lives apart). Idempotent: a second run with unchanged locks takes about a second.
+# pinned lock, .venv-cli for the oci CLI (its pins conflict with Airflow's, so it lives
+# apart) and .venv-function, the function image's packages for local mode. Idempotent: a second run with unchanged locks takes about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -87,4 +87,6 @@ check_python
 ensure_uv
 make_venv .venv requirements.lock local/pyproject.toml images/worker/pyproject.toml images/function/pyproject.toml
 make_venv .venv-cli tools/oci-cli/requirements.lock
+# The function runs locally with exactly its image's packages (no uvloop, unlike Airflow's venv).
+make_venv .venv-function images/function/requirements.txt images/function/pyproject.toml
 say "ready: .venv ($(.venv/bin/python --version)), oci CLI $(.venv-cli/bin/oci --version)"

@@ -15,10 +15,6 @@ import pytest
 from dagkit import clear_vdimport_env, parse_dag
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "e2e: starts a real Airflow against the OCI emulator (slow)")
-
-
 @pytest.fixture
 def load_dag(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
     """``load_dag(step_runner="local", ...)``: the DAG parsed under these VDIMPORT_* settings."""

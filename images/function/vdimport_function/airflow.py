@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import threading
@@ -74,7 +75,8 @@ def token_expiry(token: str, now: float) -> float:
 
 
 # One token per (Airflow URL, user) for the whole container: a warm function reuses it.
-_TOKENS: dict[tuple[str, str], tuple[str, float]] = {}
+# Keyed by the password's digest too: after a rotation the old login's token is not reused.
+_TOKENS: dict[tuple[str, str, str], tuple[str, float]] = {}
 _TOKENS_LOCK = threading.Lock()
 
 
@@ -149,7 +151,7 @@ class AirflowClient:
         token = data["access_token"]
         expires = token_expiry(token, time.time())
         with _TOKENS_LOCK:
-            _TOKENS[(self.url, creds.username)] = (token, expires)
+            _TOKENS[self._cache_key(creds)] = (token, expires)
         log.info(
             "logged in to Airflow at %s as %s (token valid until %s)",
             self.url,
@@ -158,17 +160,22 @@ class AirflowClient:
         )
         return creds.username, token
 
+    def _cache_key(self, creds: Credentials) -> tuple[str, str, str]:
+        return self.url, creds.username, hashlib.sha256(creds.password.encode()).hexdigest()
+
     def _token(self) -> tuple[str, str]:
         creds = self._credentials(False)
         with _TOKENS_LOCK:
-            cached = _TOKENS.get((self.url, creds.username))
+            cached = _TOKENS.get(self._cache_key(creds))
         if cached and cached[1] - TOKEN_MARGIN_SECONDS > time.time():
             return creds.username, cached[0]
         return self._login(False)
 
-    def _forget(self, username: str) -> None:
+    def _forget(self) -> None:
+        """Drop this client's cached token (it was refused)."""
+        creds = self._credentials(False)
         with _TOKENS_LOCK:
-            _TOKENS.pop((self.url, username), None)
+            _TOKENS.pop(self._cache_key(creds), None)
 
     # --- API ----------------------------------------------------------------------------
     def trigger(self, dag_id: str, dag_run_id: str, conf: dict[str, Any]) -> TriggerResult:
@@ -178,7 +185,7 @@ class AirflowClient:
         username, token = self._token()
         reply = self._send("POST", path, body, token)
         if reply.status == 401:  # token expired or revoked early: log in once more, re-reading the secret (rotation)
-            self._forget(username)
+            self._forget()
             username, token = self._login(True)
             reply = self._send("POST", path, body, token)
         if reply.status in (200, 201):
@@ -187,7 +194,7 @@ class AirflowClient:
         if reply.status == 409:
             return TriggerResult(dag_run_id, False, None)
         if reply.status == 401:
-            self._forget(username)
+            self._forget()
             raise AirflowAuthError(f"Airflow at {self.url} rejected a fresh token of user {username!r} (HTTP 401)")
         if reply.status == 403:
             raise AirflowAuthError(f"Airflow user {username!r} may not trigger DAG {dag_id} (HTTP 403): {reply.detail()}")

@@ -6,7 +6,7 @@
 | ``VDIMPORT_AIRFLOW_SECRET_ID`` | OCID of the Vault secret holding ``{"username", "password"}`` (required unless local override) |
 | ``VDIMPORT_BUCKETS`` | comma-separated bucket names whose events are accepted (required) |
 | ``VDIMPORT_DAG_ID`` | DAG to trigger (default ``virtual_disk_import``) |
-| ``VDIMPORT_EVENT_TYPES`` | accepted event types, comma-separated (default: ``com.oraclecloud.objectstorage.createobject``: every upload, also over an existing name, is a new object with a new etag; ``updateobject`` is a property change and would re-import unchanged content) |
+| ``VDIMPORT_EVENT_TYPES`` | accepted event types (default ``...createobject``: every upload; ``updateobject`` re-imports old bytes) |
 | ``VDIMPORT_OCI_AUTH`` | ``resource_principal`` (default, in OCI) or ``config_file`` (local mode) |
 | ``VDIMPORT_OCI_CONFIG`` / ``VDIMPORT_OCI_PROFILE`` | OCI config file and profile for ``config_file`` |
 | ``VDIMPORT_OCI_ENDPOINT`` | service endpoint override (the local emulator) |
