@@ -1,0 +1,169 @@
+"""``vdimport-local up / import / status / logs / down`` as a user runs them, as subprocesses.
+
+One stack serves the module: the OCI emulator, a real Airflow and the function's real fdk,
+wired by an Events rule. Imports go only through an upload; the event, the function and the
+DAG do the rest. Checks are the user's: exit status and ``--json`` fields, the volume's
+availability domain and bytes, nothing left alive in the emulator, and after ``down`` no
+process of the stack left on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vdimport_local import procs
+from vdimport_local.airflow import free_port
+from vdimport_local.diskimages import Partition, build_disk, convert, sample_files
+from vdimport_local.pipeline import STEP_ORDER
+from vdimport_local.stack import LocalStack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+
+@dataclass
+class Local:
+    home: Path
+    workdir: Path
+    raw: Path  # the disk every image here holds
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "vdimport_local.cli", "--home", str(self.home), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def import_json(self, *args: str) -> tuple[int, dict[str, Any], str]:
+        done = self.run("import", *args, "--wait", "--json")
+        try:
+            return done.returncode, json.loads(done.stdout), done.stderr
+        except ValueError:
+            raise AssertionError(f"import --json printed no JSON (exit {done.returncode}):\n{done.stdout}\n{done.stderr}") from None
+
+
+def _stack_processes(home: Path) -> list[int]:
+    """Every process on the machine whose command line names the stack's home or its recorded ports."""
+    needle = str(home).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline or needle in environ:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
+    workdir = tmp_path_factory.mktemp("local-stack")
+    raw = build_disk(workdir / "disk.raw", [Partition("ext4", 24, sample_files(seed=7, size=2 << 20))], table="gpt")
+    env = Local(workdir / "home", workdir, raw)
+    started = env.run("up", "--lifecycle-seconds", "0.2", "--airflow-port", str(free_port()))
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield env
+    finally:
+        env.run("down")
+
+
+def test_up_prints_where_things_are_and_is_idempotent(local: Local) -> None:
+    state = json.loads((local.home / "stack.json").read_text())
+    again = local.run("up")
+    assert again.returncode == 0, again.stderr
+    assert "already up" in again.stdout
+    assert f"Airflow UI     {state['airflow_url']}   login admin / admin" in again.stdout
+    # nothing was restarted: the same processes
+    assert json.loads((local.home / "stack.json").read_text())["processes"] == state["processes"]
+
+
+def test_qcow2_and_vmdk_import_into_ad_2(local: Local) -> None:
+    """The issue's check: both formats with ad_number=2 succeed, land in AD 2, hold the disk's bytes."""
+    expected = local.raw.read_bytes()
+    qcow2 = convert(local.raw, "qcow2", local.workdir / "web server.qcow2")
+    vmdk = convert(local.raw, "vmdk-stream", local.workdir / "db.vmdk")
+    results = []
+    for image, extra in ((qcow2, ()), (vmdk, ("--part-size-mib", "1"))):  # the vmdk goes up in parts
+        code, result, stderr = local.import_json(str(image), "--meta", "ad_number=2", "--meta", "fsck=strict", *extra)
+        assert code == 0 and result["state"] == "success", (result, stderr)
+        results.append(result)
+        assert result["availability_domain"].endswith("AD-2")
+        assert result["dag_run_id"].startswith("upload__")
+        assert [s["name"] for s in result["steps"]] == list(STEP_ORDER)
+        assert {s["state"] for s in result["steps"]} == {"success"}
+        assert result["virtual_size"] == len(expected) and result["error"] is None
+        with open(result["volume_path"], "rb") as f:
+            assert f.read(len(expected)) == expected, f"{image.name}: the volume does not hold the disk's bytes"
+    assert [r["source_format"] for r in results] == ["qcow2", "vmdk"]
+    assert results[0]["object"]["name"] == "web server.qcow2"
+    assert "upload: 100%" in stderr  # progress went to stderr, the JSON alone to stdout
+
+    status = local.run("status", "--json")
+    assert status.returncode == 0
+    report = json.loads(status.stdout)
+    assert report["up"] is True
+    run_ids = {r["dag_run_id"]: r["state"] for r in report["runs"]}
+    assert all(run_ids.get(r["dag_run_id"]) == "success" for r in results)
+    resources = report["resources"]
+    assert resources["instances"] == [] and resources["attachments"] == [] and resources["pars"] == []
+    volumes = {v["id"]: v for v in resources["volumes"]}
+    assert all(volumes[r["volume_id"]]["availabilityDomain"].endswith("AD-2") for r in results)
+
+    logs = local.run("logs", "write_image", "--run", results[1]["dag_run_id"])
+    assert logs.returncode == 0 and "Step write_image of run" in logs.stdout and "progress 100%" in logs.stdout
+
+
+def test_an_upload_that_is_not_a_disk_image_says_why(local: Local) -> None:
+    notes = local.workdir / "notes.txt"
+    notes.write_text("not a disk\n" * 1000)
+    code, result, _ = local.import_json(str(notes), "--name", "odd $(touch /tmp/pwned) 'name'.img")
+    assert code == 1 and result["state"] == "failed" and result["dag_run_id"] is None
+    assert "not a disk image" in result["error"] and "odd $(touch /tmp/pwned) 'name'.img" in result["error"]
+    assert not Path("/tmp/pwned").exists()
+
+
+def test_a_bad_metadata_value_fails_the_run_with_its_cause(local: Local) -> None:
+    image = convert(local.raw, "qcow2", local.workdir / "bad-ad.qcow2")
+    code, result, _ = local.import_json(str(image), "--meta", "ad_number=7")
+    assert code == 1 and result["state"] == "failed"
+    assert result["error"].startswith("inspect_object: ") and "ad_number" in result["error"]
+    assert result["volume_id"] is None
+    # rejected, not retried (the DAG retries other failures twice)
+    tries = LocalStack(local.home).airflow().task_instances("virtual_disk_import", result["dag_run_id"])["inspect_object"]["try_number"]
+    assert tries == 1
+    human = local.run("import", str(image), "--name", "bad-ad-again.qcow2", "--meta", "ad_number=7", "--wait")
+    assert human.returncode == 1 and "result        FAILED" in human.stdout and "error         inspect_object: " in human.stdout
+
+
+def test_down_leaves_nothing_running(local: Local) -> None:
+    """Last in the module: stop the stack and look for any survivor, by PID and by command line."""
+    state = json.loads((local.home / "stack.json").read_text())
+    stack = LocalStack(local.home)
+    recorded = {pid: start for pid, start in state["processes"].values()}
+    everything = {**procs.tree(recorded), **stack.airflow().process_tree()}
+    assert len(everything) >= 5  # emulator, function host + fdk, api-server, scheduler, dag-processor
+    done = local.run("down")
+    assert done.returncode == 0, done.stderr
+    assert "nothing left running" in done.stdout
+    assert [pid for pid, start in everything.items() if procs.alive(pid, start)] == []
+    assert _stack_processes(local.home) == []
+    assert not (local.home / "stack.json").exists()
+    status = local.run("status")
+    assert status.returncode == 3 and "NOT fully running" in status.stdout
+    again = local.run("down")
+    assert again.returncode == 0 and "not running" in again.stdout
