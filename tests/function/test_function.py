@@ -384,7 +384,7 @@ def test_token_is_cached_until_it_expires(env: dict[str, str], fake_airflow: Fak
     assert function.process(json.dumps(upload("d3.img", IMAGES["raw-mbr"][1]))).decision == "triggered"
     assert fake_airflow.logins == 2
     fake_airflow.token_seconds = 30  # shorter than the renewal margin: every call logs in
-    function.airflow._forget(USERNAME)
+    function.airflow._forget()
     for i in range(2):
         function.process(json.dumps(upload(f"e{i}.img", IMAGES["raw-mbr"][1])))
     assert fake_airflow.logins == 4
@@ -414,6 +414,19 @@ def test_token_is_cached_until_it_expires(env: dict[str, str], fake_airflow: Fak
 def test_configuration_is_validated(env: dict[str, str], change: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load(env | change)
+
+
+def test_a_token_is_not_reused_for_another_password(
+    env: dict[str, str], fake_airflow: FakeAirflow, upload: Callable[..., dict[str, Any]]
+) -> None:
+    """Two functions (or one after a rotation) with different passwords for one user share no token."""
+    base = {k: v for k, v in env.items() if k != "VDIMPORT_AIRFLOW_SECRET_ID"}
+    good = base | {"VDIMPORT_LOCAL_INSECURE_AIRFLOW_USERNAME": USERNAME, "VDIMPORT_LOCAL_INSECURE_AIRFLOW_PASSWORD": PASSWORD}
+    assert Function(load(good)).process(json.dumps(upload("a.img", IMAGES["raw-mbr"][1]))).decision == "triggered"
+    wrong = good | {"VDIMPORT_LOCAL_INSECURE_AIRFLOW_PASSWORD": "not-the-password"}
+    with pytest.raises(AirflowAuthError, match="refused the login"):
+        Function(load(wrong)).process(json.dumps(upload("b.img", IMAGES["raw-mbr"][1])))
+    assert fake_airflow.logins == 1
 
 
 def test_local_credentials_override(env: dict[str, str], fake_airflow: FakeAirflow, upload: Callable[..., dict[str, Any]]) -> None:
