@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Create the development environment: Debian packages the tests need, .venv from the
 # pinned lock, .venv-cli for the oci CLI (its pins conflict with Airflow's, so it lives
-# apart) and .venv-function, the function image's packages for local mode. Idempotent: a second run with unchanged locks takes about a second.
+# apart), .venv-function, the function image's packages for local mode, .venv-checkov
+# (checkov's pins conflict too) and tools/hcl2json/node_modules, HashiCorp's HCL parser
+# from npm for the Terraform tests. Idempotent: a second run with unchanged locks takes about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,13 @@ case "$(command -v "$PYTHON" 2>/dev/null)" in
 /usr/bin/*) APT_PACKAGES+=(python3-venv) ;;
 esac
 
+# node and npm run HashiCorp's HCL parser (tools/hcl2json). Debian's nodejs 18 and npm do;
+# a node found on PATH with its npm is used as it is (nodesource's nodejs package bundles npm
+# and conflicts with Debian's npm package, so the commands are checked, not the packages).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    APT_PACKAGES+=(nodejs npm)
+fi
+
 missing_packages() {
     local pkg
     for pkg in "${APT_PACKAGES[@]}"; do
@@ -24,7 +33,7 @@ missing_packages() {
 }
 
 ensure_debian_packages() {
-    command -v dpkg-query >/dev/null || { say "not a Debian/Ubuntu system: install qemu-img, e2fsprogs, xfsprogs, dosfstools, mtools, sfdisk, losetup, curl yourself"; return; }
+    command -v dpkg-query >/dev/null || { say "not a Debian/Ubuntu system: install qemu-img, e2fsprogs, xfsprogs, dosfstools, mtools, sfdisk, losetup, curl, node (18 or newer) and npm yourself"; return; }
     mapfile -t missing < <(missing_packages)
     [ ${#missing[@]} -eq 0 ] && return
     if [ "$(id -u)" -ne 0 ]; then
@@ -82,6 +91,27 @@ make_venv() {
     echo "$want" > "$stamp"
 }
 
+# tools/hcl2json/node_modules from its package-lock.json (npm ci: exactly the locked versions and
+# integrity hashes); afterwards the parser runs offline. The stamp holds the hash of both files.
+ensure_hcl2json() {
+    local dir=tools/hcl2json
+    local stamp="$dir/node_modules/.vdimport-setup"
+    local want
+    want=$(cat "$dir/package.json" "$dir/package-lock.json" | sha256sum | cut -d' ' -f1)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        return
+    fi
+    local major
+    major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+    if [ "$major" -lt 18 ]; then
+        say "node 18 or newer is needed for $dir (found $(node --version 2>&1))"
+        exit 1
+    fi
+    say "installing $dir/node_modules from $dir/package-lock.json"
+    (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$want" > "$stamp"
+}
+
 ensure_debian_packages
 check_python
 ensure_uv
@@ -89,4 +119,6 @@ make_venv .venv requirements.lock local/pyproject.toml images/worker/pyproject.t
 make_venv .venv-cli tools/oci-cli/requirements.lock
 # The function runs locally with exactly its image's packages (no uvloop, unlike Airflow's venv).
 make_venv .venv-function images/function/requirements.txt images/function/pyproject.toml
-say "ready: .venv ($(.venv/bin/python --version)), oci CLI $(.venv-cli/bin/oci --version)"
+make_venv .venv-checkov tools/checkov/requirements.lock
+ensure_hcl2json
+say "ready: .venv ($(.venv/bin/python --version)), oci CLI $(.venv-cli/bin/oci --version), node $(node --version)"
