@@ -23,6 +23,20 @@ from .stack import LOG_FILES, LocalStack, StackError, UpOptions, default_home
 MIB = 1024 * 1024
 
 
+def _byte_rate(text: str) -> int:
+    """``20000000``, ``20M``, ``512K``, ``1G`` (decimal units, as network rates are quoted) as bytes per second."""
+    units = {"K": 10**3, "M": 10**6, "G": 10**9}
+    text = text.strip().upper().removesuffix("B")
+    factor = units.get(text[-1:], 1)
+    try:
+        value = float(text[:-1] if factor > 1 else text) * factor
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a byte rate: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("a byte rate cannot be negative")
+    return int(value)
+
+
 def _emulator(args: argparse.Namespace) -> int:
     from .emulator.app import Settings
     from .emulator.server import serve
@@ -31,6 +45,7 @@ def _emulator(args: argparse.Namespace) -> int:
         lifecycle_seconds=args.lifecycle_seconds,
         device_mode=args.device_mode,
         duplicate_events_every=args.duplicate_events_every,
+        par_bytes_per_second=args.par_bytes_per_second,
     )
     data = Path(args.data) if args.data else Path(args.home or default_home()) / "emulator"
     serve(data, host=args.host, port=args.port, settings=settings)
@@ -227,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--lifecycle-seconds", type=float, default=0.0, help="base duration of lifecycle transitions")
     emu.add_argument("--device-mode", choices=("auto", "loop", "file"), default="auto", help="how worker VMs see volumes")
     emu.add_argument("--duplicate-events-every", type=int, default=0, help="deliver every Nth event twice (0: never)")
+    emu.add_argument(
+        "--par-bytes-per-second",
+        type=_byte_rate,
+        default=0,
+        metavar="RATE",
+        help="cap each PAR download connection at RATE bytes/s, e.g. 20000000 or 20M (default 0: unlimited)",
+    )
     emu.set_defaults(func=_emulator)
 
     host = sub.add_parser("function-host", help="(used by up) the function's fdk behind a local invoke endpoint")

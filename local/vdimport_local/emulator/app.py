@@ -37,19 +37,26 @@ class Settings:
     duplicate_events_every: int = 0  # 0: never; N: every Nth event is delivered twice
     event_retry_seconds: float = 1.0  # first back-off when an event delivery fails
     par_max_hours: float = 24 * 7
+    par_bytes_per_second: int = 0  # 0: unlimited; else each PAR download is paced to this rate
 
     def update(self, values: dict[str, Any]) -> None:
-        known = {f.name: f.type for f in fields(self)}
+        """Apply ``values`` all or nothing: a bad one leaves every setting as it was."""
+        known = {f.name for f in fields(self)}
+        changed: dict[str, Any] = {}
         for key, value in values.items():
             if key not in known:
                 raise invalid(f"unknown setting {key}")
             current = getattr(self, key)
             try:
-                setattr(self, key, type(current)(value))
+                changed[key] = type(current)(value)
             except (TypeError, ValueError):
                 raise invalid(f"bad value for {key}: {value!r}") from None
-        if self.device_mode not in ("auto", "loop", "file"):
+        if changed.get("device_mode", self.device_mode) not in ("auto", "loop", "file"):
             raise invalid("device_mode must be auto, loop or file")
+        if changed.get("par_bytes_per_second", self.par_bytes_per_second) < 0:
+            raise invalid("par_bytes_per_second must be 0 (unlimited) or a positive number of bytes per second")
+        for key, value in changed.items():
+            setattr(self, key, value)
 
 
 class Emulator:

@@ -89,6 +89,9 @@ def _close(body: object) -> None:
 class EmulatorServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's listen backlog is 5: a burst of parallel ranged GETs (download.sh opens
+    # STREAMS connections at once) overflowed it, and each dropped SYN cost the client a 1 s retry.
+    request_queue_size = 128
 
 
 def make_server(data_dir: Path, host: str = "127.0.0.1", port: int = 0, settings: Settings | None = None) -> EmulatorServer:

@@ -44,6 +44,7 @@ UPLOAD = "multipart_upload"
 PAR = "par"
 
 CHUNK = 1 << 20
+PACED_CHUNK_MIN = 16 << 10
 MAX_PARTS = 10000
 ACCESS_TYPES = ("ObjectRead", "ObjectWrite", "ObjectReadWrite", "AnyObjectRead", "AnyObjectWrite", "AnyObjectReadWrite")
 OBJECT_FIELDS = ("name", "size", "etag", "md5", "timeCreated", "timeModified", "storageTier", "archivalState")
@@ -277,21 +278,36 @@ def _receive(request: Request) -> _Received:
 
 
 class _FileBody:
-    """A byte range of an open file, streamed in chunks and closed afterwards."""
+    """A byte range of an open file, streamed in chunks and closed afterwards.
 
-    def __init__(self, handle: IO[bytes], start: int, length: int):
+    ``rate`` (bytes per second, 0 = unlimited) paces the stream as Object Storage limits each
+    connection: no piece leaves before its time at that rate, so a response of N bytes takes
+    N / rate seconds however fast the reader is, and parallel ranged GETs add up.
+    """
+
+    def __init__(self, handle: IO[bytes], start: int, length: int, rate: int = 0):
         self.handle = handle
         self.start = start
         self.length = length
+        self.rate = rate
 
     def __iter__(self) -> Iterator[bytes]:
         self.handle.seek(self.start)
         remaining = self.length
+        # Paced, send ~50 pieces a second so the rate holds within a short range as well.
+        chunk = min(CHUNK, max(PACED_CHUNK_MIN, self.rate // 50)) if self.rate else CHUNK
+        started = time.monotonic()
+        sent = 0
         while remaining > 0:
-            piece = self.handle.read(min(CHUNK, remaining))
+            piece = self.handle.read(min(chunk, remaining))
             if not piece:
                 break
             remaining -= len(piece)
+            if self.rate:
+                sent += len(piece)
+                wait = started + sent / self.rate - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
             yield piece
 
     def close(self) -> None:
@@ -358,8 +374,11 @@ def _response_overrides(request: Request, headers: dict[str, str]) -> None:
             headers[header] = request.query[param]
 
 
-def _serve_object(request: Request, bucket: Resource, head: bool) -> Response:
-    """GET or HEAD the path's object: full, ranged (206) or conditional (304); the file is read outside the lock."""
+def _serve_object(request: Request, bucket: Resource, head: bool, rate: int = 0) -> Response:
+    """GET or HEAD the path's object: full, ranged (206) or conditional (304); the file is read outside the lock.
+
+    ``rate``: bytes per second the body may leave at (0: as fast as the connection takes it).
+    """
     store = request.emulator.store
     name = request.params["objectName"]
     with store.lock:
@@ -378,10 +397,10 @@ def _serve_object(request: Request, bucket: Resource, head: bool) -> Response:
         headers["content-length"] = str(size)
         return Response(status=200, body=b"", headers=headers)
     if span is None:
-        return Response(status=200, body=_FileBody(handle, 0, size), headers=headers, length=size)
+        return Response(status=200, body=_FileBody(handle, 0, size, rate), headers=headers, length=size)
     first, last = span
     headers["content-range"] = f"bytes {first}-{last}/{size}"
-    return Response(status=206, body=_FileBody(handle, first, last - first + 1), headers=headers, length=last - first + 1)
+    return Response(status=206, body=_FileBody(handle, first, last - first + 1, rate), headers=headers, length=last - first + 1)
 
 
 def _commit_object(
@@ -1032,8 +1051,9 @@ def _par_target(request: Request, need: str) -> tuple[Resource, Resource]:
 
 @service.route("GET", PAR_OBJECT_PATH, "GetObjectWithPAR", authenticated=False, streaming=True)
 def par_get_object(request: Request) -> Response:
+    """The worker's download path; ``par_bytes_per_second`` caps each connection as OCI does per stream."""
     _, bucket = _par_target(request, "Read")
-    return _serve_object(request, bucket, head=False)
+    return _serve_object(request, bucket, head=False, rate=request.emulator.settings.par_bytes_per_second)
 
 
 @service.route("HEAD", PAR_OBJECT_PATH, "HeadObjectWithPAR", authenticated=False, streaming=True)
