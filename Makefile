@@ -36,6 +36,9 @@ test-fast: setup ## the test suite only
 demo: setup ## local stack up, import a sample disk image through event, function and DAG, print the report
 	$(BIN)/python -m vdimport_local.demo $(DEMO_ARGS)
 
+bench: setup ## measure the data path, the download and the local pipeline; tables in bench/results/
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 down: setup ## stop the local stack (vdimport-local down)
 	$(BIN)/vdimport-local down
 
