@@ -9,7 +9,7 @@
 resource "oci_functions_application" "this" {
   compartment_id             = var.compartment_ocid
   display_name               = "${var.name_prefix}-app"
-  subnet_ids                 = [oci_core_subnet.functions.id]
+  subnet_ids                 = [oci_core_subnet.this["functions"].id]
   network_security_group_ids = [oci_core_network_security_group.functions.id]
   shape                      = "GENERIC_X86" # the DevOps build runner builds amd64 images
   freeform_tags              = local.freeform_tags

@@ -93,7 +93,7 @@ resource "helm_release" "vdimport" {
     [
       { name = "oci.region", value = var.region },
       { name = "oci.compartmentId", value = local.import_compartment_id },
-      { name = "oci.subnetId", value = oci_core_subnet.workers.id },
+      { name = "oci.subnetId", value = oci_core_subnet.this["workers"].id },
       { name = "oci.bucketName", value = oci_objectstorage_bucket.images.name },
       { name = "stepRunner.image.repository", value = local.worker_image_repository },
       { name = "airflow.namespace", value = local.airflow_namespace },

@@ -590,72 +590,60 @@ resource "oci_core_network_security_group_security_rule" "rules" {
 # Subnets (regional, all private unless the API endpoint is public)
 # ---------------------------------------------------------------------------------------------
 
-resource "oci_core_subnet" "api" {
-  compartment_id             = var.compartment_ocid
-  vcn_id                     = local.vcn_id
-  display_name               = "${var.name_prefix}-api"
-  cidr_block                 = local.api_subnet_cidr
-  dns_label                  = local.subnet_dns ? "api" : null
-  route_table_id             = local.api_endpoint_public ? oci_core_route_table.public[0].id : oci_core_route_table.private.id
-  security_list_ids          = [oci_core_security_list.api.id]
-  prohibit_public_ip_on_vnic = !local.api_endpoint_public
-  prohibit_internet_ingress  = !local.api_endpoint_public
-  freeform_tags              = local.freeform_tags
-  defined_tags               = var.defined_tags
+locals {
+  # One entry per subnet: CIDR, DNS label, route table, security list. Only the Kubernetes API
+  # endpoint's subnet can be public (allowed_source_cidr); every other one is private.
+  subnets = {
+    api = {
+      cidr             = local.api_subnet_cidr
+      dns_label        = "api"
+      route_table_id   = local.api_endpoint_public ? oci_core_route_table.public[0].id : oci_core_route_table.private.id
+      security_list_id = oci_core_security_list.api.id
+      public           = local.api_endpoint_public
+    }
+    nodes = {
+      cidr             = local.node_subnet_cidr
+      dns_label        = "nodes"
+      route_table_id   = oci_core_route_table.private.id
+      security_list_id = oci_core_security_list.nodes.id
+      public           = false
+    }
+    lb = {
+      cidr             = local.lb_subnet_cidr
+      dns_label        = "lb"
+      route_table_id   = oci_core_route_table.private.id
+      security_list_id = oci_core_security_list.lb.id
+      public           = false
+    }
+    functions = {
+      cidr             = local.function_subnet_cidr
+      dns_label        = "fn"
+      route_table_id   = oci_core_route_table.functions.id
+      security_list_id = oci_core_security_list.functions.id
+      public           = false
+    }
+    workers = {
+      cidr             = local.worker_subnet_cidr
+      dns_label        = "workers"
+      route_table_id   = oci_core_route_table.workers.id
+      security_list_id = oci_core_security_list.workers.id
+      public           = false
+    }
+  }
 }
 
-resource "oci_core_subnet" "nodes" {
-  compartment_id             = var.compartment_ocid
-  vcn_id                     = local.vcn_id
-  display_name               = "${var.name_prefix}-nodes"
-  cidr_block                 = local.node_subnet_cidr
-  dns_label                  = local.subnet_dns ? "nodes" : null
-  route_table_id             = oci_core_route_table.private.id
-  security_list_ids          = [oci_core_security_list.nodes.id]
-  prohibit_public_ip_on_vnic = true
-  prohibit_internet_ingress  = true
-  freeform_tags              = local.freeform_tags
-  defined_tags               = var.defined_tags
-}
+resource "oci_core_subnet" "this" {
+  for_each = local.subnets
 
-resource "oci_core_subnet" "lb" {
   compartment_id             = var.compartment_ocid
   vcn_id                     = local.vcn_id
-  display_name               = "${var.name_prefix}-lb"
-  cidr_block                 = local.lb_subnet_cidr
-  dns_label                  = local.subnet_dns ? "lb" : null
-  route_table_id             = oci_core_route_table.private.id
-  security_list_ids          = [oci_core_security_list.lb.id]
-  prohibit_public_ip_on_vnic = true
-  prohibit_internet_ingress  = true
-  freeform_tags              = local.freeform_tags
-  defined_tags               = var.defined_tags
-}
-
-resource "oci_core_subnet" "functions" {
-  compartment_id             = var.compartment_ocid
-  vcn_id                     = local.vcn_id
-  display_name               = "${var.name_prefix}-functions"
-  cidr_block                 = local.function_subnet_cidr
-  dns_label                  = local.subnet_dns ? "fn" : null
-  route_table_id             = oci_core_route_table.functions.id
-  security_list_ids          = [oci_core_security_list.functions.id]
-  prohibit_public_ip_on_vnic = true
-  prohibit_internet_ingress  = true
-  freeform_tags              = local.freeform_tags
-  defined_tags               = var.defined_tags
-}
-
-resource "oci_core_subnet" "workers" {
-  compartment_id             = var.compartment_ocid
-  vcn_id                     = local.vcn_id
-  display_name               = "${var.name_prefix}-workers"
-  cidr_block                 = local.worker_subnet_cidr
-  dns_label                  = local.subnet_dns ? "workers" : null
-  route_table_id             = oci_core_route_table.workers.id
-  security_list_ids          = [oci_core_security_list.workers.id]
-  prohibit_public_ip_on_vnic = true
-  prohibit_internet_ingress  = true
+  display_name               = "${var.name_prefix}-${each.key}"
+  cidr_block                 = each.value.cidr
+  dns_label                  = local.subnet_dns ? each.value.dns_label : null
+  route_table_id             = each.value.route_table_id
+  security_list_ids          = [each.value.security_list_id]
+  prohibit_public_ip_on_vnic = !each.value.public
+  prohibit_internet_ingress  = !each.value.public
   freeform_tags              = local.freeform_tags
   defined_tags               = var.defined_tags
 }

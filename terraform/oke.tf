@@ -51,13 +51,13 @@ resource "oci_containerengine_cluster" "this" {
   }
 
   endpoint_config {
-    subnet_id            = oci_core_subnet.api.id
+    subnet_id            = oci_core_subnet.this["api"].id
     nsg_ids              = [oci_core_network_security_group.api.id]
     is_public_ip_enabled = local.api_endpoint_public
   }
 
   options {
-    service_lb_subnet_ids = [oci_core_subnet.lb.id]
+    service_lb_subnet_ids = [oci_core_subnet.this["lb"].id]
 
     kubernetes_network_config {
       pods_cidr     = var.pods_cidr
@@ -119,7 +119,7 @@ resource "oci_containerengine_node_pool" "this" {
       for_each = local.availability_domains
       content {
         availability_domain = placement_configs.value
-        subnet_id           = oci_core_subnet.nodes.id
+        subnet_id           = oci_core_subnet.this["nodes"].id
       }
     }
 

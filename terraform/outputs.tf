@@ -53,7 +53,7 @@ output "import_compartment_id" {
 
 output "worker_subnet_id" {
   description = "Subnet of the worker VMs (the vdimport chart's oci.subnetId)."
-  value       = oci_core_subnet.workers.id
+  value       = oci_core_subnet.this["workers"].id
 }
 
 output "function_subnet_cidr" {
@@ -157,7 +157,7 @@ output "devops_notification_topic_id" {
 output "helm_commands" {
   description = "The Helm half by hand, in order, from the repository root (README.md, two-stage path). Create the airflow namespace and Secrets first (charts/airflow/README.md)."
   value = join("\n", [
-    "helm upgrade --install vdimport charts/vdimport -n ${local.step_runner_namespace} --create-namespace --set oci.region=${var.region} --set oci.compartmentId=${local.import_compartment_id} --set oci.subnetId=${oci_core_subnet.workers.id} --set oci.bucketName=${oci_objectstorage_bucket.images.name} --set stepRunner.image.repository=${local.worker_image_repository}${var.worker_image_tag == "" ? "" : " --set stepRunner.image.tag=${var.worker_image_tag}"} --set 'networkPolicy.kubernetesApiCidrs={${local.api_subnet_cidr}}'",
+    "helm upgrade --install vdimport charts/vdimport -n ${local.step_runner_namespace} --create-namespace --set oci.region=${var.region} --set oci.compartmentId=${local.import_compartment_id} --set oci.subnetId=${oci_core_subnet.this["workers"].id} --set oci.bucketName=${oci_objectstorage_bucket.images.name} --set stepRunner.image.repository=${local.worker_image_repository}${var.worker_image_tag == "" ? "" : " --set stepRunner.image.tag=${var.worker_image_tag}"} --set 'networkPolicy.kubernetesApiCidrs={${local.api_subnet_cidr}}'",
     "helm upgrade --install airflow airflow --repo https://airflow.apache.org --version ${var.airflow_chart_version} -n ${local.airflow_namespace} -f charts/airflow/values.yaml --set dags.gitSync.repo=${var.git_repo_url == "" ? "<git_repo_url>" : var.git_repo_url} --set dags.gitSync.branch=${var.git_branch} --set dags.gitSync.ref=${var.git_branch} --set 'apiServer.service.loadBalancerSourceRanges={${local.function_subnet_cidr}}'",
   ])
 }
