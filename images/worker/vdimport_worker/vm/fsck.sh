@@ -3,7 +3,8 @@ dev=$(readlink -f "$DEVICE")
 sudo partx -u "$dev" >/dev/null 2>&1 || sudo partx -a "$dev" >/dev/null 2>&1 || true
 command -v udevadm >/dev/null && sudo udevadm settle >/dev/null 2>&1 || true
 table=$(sudo blkid -p -o value -s PTTYPE "$dev" 2>/dev/null | tr -cd 'a-z0-9_-') || true
-mapfile -t parts < <(lsblk -lnpo NAME,TYPE "$dev" 2>/dev/null | awk '$2 == "part" { print $1 }')
+# In partition order: lsblk lists them in the order partx added them, which can vary.
+mapfile -t parts < <(lsblk -lnpo NAME,TYPE "$dev" 2>/dev/null | awk '$2 == "part" { print $1 }' | sort -V)
 [ ${#parts[@]} -gt 0 ] || parts=("$dev")
 entries=""
 for p in "${parts[@]}"; do
