@@ -209,6 +209,19 @@ def test_files_in_home_persist_between_commands(vm: VM) -> None:
     assert vm.run("cat state.txt").content.text == "kept\n"
 
 
+def test_var_tmp_is_the_instances_own_and_goes_with_it(emu: EmulatorHandle, vm: VM, compute) -> None:  # type: ignore[no-untyped-def]
+    """The worker scripts keep the downloaded image in /var/tmp: on the VM's boot volume, so
+    terminating the VM frees it. The host's /var/tmp never sees it."""
+    name = f"vdimport-test-{vm.id[-12:]}"
+    assert vm.run(f"mkdir -p /var/tmp/{name} && echo image > /var/tmp/{name}/image").lifecycle_state == "SUCCEEDED"
+    assert vm.run(f"cat /var/tmp/{name}/image").content.text == "image\n"
+    assert not Path("/var/tmp", name).exists()
+    own = instance_home(emu, vm.id).parent / "var-tmp" / name / "image"
+    assert own.read_text() == "image\n"
+    compute.terminate_instance(vm.id)
+    assert not own.exists()
+
+
 @needs_root
 def test_two_volumes_and_a_read_only_attachment(emu: EmulatorHandle, vm: VM) -> None:
     first, second = vm.new_volume(), vm.new_volume()
@@ -306,7 +319,10 @@ def test_sandbox_wrapper_as_an_unprivileged_user(dev_mode: str) -> None:
             os.chown(path, 65534, 65534)
         os.chown(work, 65534, 65534)
         disks = [Disk(name="oraclevdb", path=disk, target=str(disk))]
-        argv = sandbox_command(work / "wrapper.sh", work / "ready", work / "stage", dev_mode, work / "script", disks, map_root=True)
+        (work / "var-tmp").mkdir()
+        argv = sandbox_command(
+            work / "wrapper.sh", work / "ready", work / "stage", dev_mode, work / "var-tmp", work / "script", disks, map_root=True
+        )
         result = subprocess.run(
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv],
             env={"PATH": f"{work / 'shim'}:{SYSTEM_PATH}", "HOME": str(work), "USER": "ocarun", "LANG": "C.UTF-8"},

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from . import ids
-from .services.compute import INSTANCE, attached_volumes, instance_home
+from .services.compute import INSTANCE, attached_volumes, instance_home, instance_var_tmp
 from .services.instanceagent import COMMAND, EXECUTION, TERMINAL
 from .store import Resource
 
@@ -79,12 +79,14 @@ DEVICE_PATH = re.compile(r"^/dev/oracleoci/(oraclevd[a-z]{1,2})$")
 # The sandbox's PID 1: prepares /dev/oracleoci, marks itself ready, runs the script and
 # exits with its status. Fixed text; everything variable arrives as arguments.
 WRAPPER = r"""# vdimport emulator: the worker VM's view of this machine, then the command's script.
-# Arguments: READY_FILE STAGE_DIR DEV_MODE SCRIPT [NAME TARGET WITH_PARTITIONS]...
+# Arguments: READY_FILE STAGE_DIR DEV_MODE VAR_TMP SCRIPT [NAME TARGET WITH_PARTITIONS]...
+# VAR_TMP: the instance's own /var/tmp (its boot volume's), gone with the instance.
 # DEV_MODE tmpfs: a tmpfs over the host's (empty) /dev/oracleoci; rebuild: no /dev/oracleoci
 # on this machine and no right to make one, so /dev itself is rebuilt on a tmpfs.
 set -eu
-ready=$1 stage=$2 dev_mode=$3 script=$4
-shift 4
+ready=$1 stage=$2 dev_mode=$3 var_tmp=$4 script=$5
+shift 5
+mount --bind -- "$var_tmp" /var/tmp
 if [ "$dev_mode" = tmpfs ]; then
     mount -t tmpfs -o mode=0755,size=1m oracleoci /dev/oracleoci
 else
@@ -266,12 +268,14 @@ class WorkerVMs:
             self._cancel.add(command_id)
 
     def instance_terminated(self, instance_id: str) -> None:
-        """The instance is going away: kill its running script (called under the store lock)."""
+        """The instance is going away: kill its running script and drop its /var/tmp, as the
+        boot volume goes with a terminated VM (called under the store lock)."""
         with self._lock:
             self._gone.add(instance_id)
             victims = [p for iid, p in self._processes.values() if iid == instance_id]
         for process in victims:
             self._kill(process)
+        shutil.rmtree(instance_var_tmp(self.emulator.data_dir, instance_id), ignore_errors=True)
 
     def output_path(self, instance_id: str, command_id: str) -> Path:
         return self._run_dir(instance_id, command_id) / "output"
@@ -703,7 +707,9 @@ class WorkerVMs:
                 else:
                     disk.target = str(disk.path)
             dev_mode = "tmpfs" if HOST_DEVICE_DIR.is_dir() else "rebuild"
-            argv = sandbox_command(self.root / "wrapper.sh", ready, stage, dev_mode, script_path, disks, map_root=not root)
+            var_tmp = instance_var_tmp(self.emulator.data_dir, instance_id)
+            var_tmp.mkdir(mode=0o1777, parents=True, exist_ok=True)
+            argv = sandbox_command(self.root / "wrapper.sh", ready, stage, dev_mode, var_tmp, script_path, disks, map_root=not root)
             path = [str(self.root / "bin")]
             if not root or not shutil.which("sudo", path=SYSTEM_PATH):
                 path.append(str(self.root / "sudo-shim"))
@@ -838,11 +844,13 @@ class WorkerVMs:
             log.warning("losetup -d %s: %s", device, result.stderr.strip())
 
 
-def sandbox_command(wrapper: Path, ready: Path, stage: Path, dev_mode: str, script: Path, disks: list[Disk], map_root: bool) -> list[str]:
+def sandbox_command(
+    wrapper: Path, ready: Path, stage: Path, dev_mode: str, var_tmp: Path, script: Path, disks: list[Disk], map_root: bool
+) -> list[str]:
     """The command line of one script's sandbox: new mount and PID namespaces around the wrapper."""
     argv = ["unshare", *(["--map-root-user"] if map_root else [])]
     argv += ["--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--mount-proc", "--"]
-    argv += ["bash", str(wrapper), str(ready), str(stage), dev_mode, str(script)]
+    argv += ["bash", str(wrapper), str(ready), str(stage), dev_mode, str(var_tmp), str(script)]
     for disk in disks:
         argv += [disk.name, disk.target, "1" if disk.partitions else "0"]
     return argv

@@ -243,6 +243,11 @@ def instance_home(data_dir: Path, instance_id: str) -> Path:
     return data_dir / "instances" / instance_id / "home"
 
 
+def instance_var_tmp(data_dir: Path, instance_id: str) -> Path:
+    """The worker VM's /var/tmp (where the worker scripts keep the image); deleted on termination."""
+    return data_dir / "instances" / instance_id / "var-tmp"
+
+
 # --- work requests ------------------------------------------------------------------
 def _work_request(
     store: Store,
