@@ -22,7 +22,7 @@ Per run: wall time, CPU time (user + system of the command's process tree), byte
 written on the device (``/sys/block/loopN/stat``), and, from the kernel's ``block_rq_complete``
 trace event, how much of what the kernel counts as written was write-zeroes requests (zeroing,
 no data moves) and how much was data, and in how many requests. ``verify.sh`` and ``fsck.sh``
-run once per image (and verify.sh once more with O_DIRECT on the device).
+run once per image.
 
 Then qemu-img variants (-W, -m, -t, -S, zeroing the range first) on a few images: the evidence
 for the flags in write.sh; and write.sh's flush with unrelated dirty page cache around. Criteria
@@ -440,12 +440,18 @@ class Bench:
         return self.measure(["bash", "-c", REFERENCE, "reference", image.qfmt, str(image.path), self.device])[0]
 
     def ours(self, image: Image) -> dict[str, Any]:
-        sample, t = self.measure(["bash", "-c", build_script("write", self.variables(image))])
+        return self.edited_write(image, lambda text: text)
+
+    def edited_write(self, image: Image, edit: Callable[[str], str], check: bool = True) -> dict[str, Any]:
+        """write.sh as the worker runs it, or an edited copy of it (``edit``)."""
+        sample, t = self.measure(["bash", "-c", edit(build_script("write", self.variables(image)))])
         result, error, _ = parse_output(t.output)
         sample["ok"] = sample["ok"] and result is not None and error is None
+        sample["result"] = result
         if error:
             sample["error"] = error
-        sample["correct"] = self.matches(image)
+        if check:
+            sample["correct"] = self.matches(image)
         return sample
 
     def variant(self, image: Image, flags: list[str], check: bool = False) -> dict[str, Any]:
@@ -495,14 +501,6 @@ class Bench:
         }
 
 
-# verify.sh reads the device through its page cache; the same compare with O_DIRECT on the device
-DIRECT_DEVICE = ('file.filename=$dev"', 'file.filename=$dev,file.cache.direct=on"')
-
-
-def _direct_verify(text: str) -> str:
-    return text.replace(*DIRECT_DEVICE)
-
-
 def _summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in ("wall", "cpu", "read_bytes", "write_bytes", "data_bytes", "zero_bytes", "discard_bytes", "data_requests", "zero_requests"):
@@ -525,8 +523,6 @@ def measure_image(bench: Bench, image: Image, cfg: Config) -> dict[str, Any]:
                 runs[what].append(bench.ours(image))
                 if "verify" not in extra:  # the device holds our write: time the checks once
                     extra["verify"] = bench.script("verify", image)
-                    if DIRECT_DEVICE[0] in build_script("verify", bench.variables(image)):
-                        extra["verify_direct"] = bench.script("verify", image, _direct_verify)
                     extra["fsck"] = bench.script("fsck", image)
             else:
                 runs[what].append(bench.floor(image))
@@ -582,27 +578,27 @@ def _verdict(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def production_flags(text: str | None = None) -> list[str]:
-    """The qemu-img convert options write.sh passes besides -p, -f, -O raw, -n and the paths
-    (its ``-t "$cache"`` read as ``-t none``, what it uses on a block device)."""
+    """The qemu-img convert options each slice of write.sh passes besides -n: its ``flags=(...)``
+    line, with ``-t none`` first (slices.sh opens a block device with ``file.cache.direct=on``)."""
     text = text if text is not None else WRITE_SH.read_text()
-    line = next(ln for ln in text.splitlines() if "qemu-img convert" in ln)
-    words = shlex.split(line.split("qemu-img convert", 1)[1].split("|", 1)[0].replace('"$cache"', "none"))
-    flags, skip = [], False
-    for word in words:
-        if skip:
-            skip = False
-        elif word in ("-f", "-O"):
-            skip = True
-        elif word not in ("-p", "-n") and not word.startswith("$") and ">" not in word:
-            flags.append(word)
-    return flags
+    line = next(ln for ln in text.splitlines() if ln.startswith("flags=("))
+    words = shlex.split(line[len("flags=(") : line.index(")")])
+    return ["-t", "none", *(w for w in words if w != "-n")]
+
+
+# write.sh itself against edited copies: what its slices and its zeroing ahead are worth
+SCRIPT_VARIANTS: dict[str, Callable[[str], str]] = {
+    "write.sh (production)": lambda text: text,
+    "write.sh, one slice": lambda text: text.replace("n=$(nproc)", "n=1"),
+    "write.sh, one slice, no zeroing ahead": lambda text: text.replace("n=$(nproc)", "n=1").replace(
+        "write_zeroes_max_bytes", "no_such_attribute"
+    ),
+}
 
 
 def measure_variants(bench: Bench, images: list[Image], cfg: Config, log: Callable[[str], None]) -> dict[str, Any]:
-    variants = dict(VARIANTS)
+    variants: dict[str, list[str] | Callable[[str], str]] = {**VARIANTS, **SCRIPT_VARIANTS}
     prod = production_flags()
-    if prod not in variants.values():
-        variants["write.sh: " + " ".join(prod)] = prod
     rows: list[dict[str, Any]] = []
     for key, target in cfg.variant_images:
         image = next(i for i in images if i.key == key and i.target == target)
@@ -611,16 +607,20 @@ def measure_variants(bench: Bench, images: list[Image], cfg: Config, log: Callab
         for rep in range(cfg.variant_reps):
             names = list(variants) if rep % 2 == 0 else list(reversed(variants))
             for name in names:
+                variant = variants[name]
+                if callable(variant):
+                    samples[name].append(bench.edited_write(image, variant, check=rep == 0))
+                    continue
                 # the content is checked once for the variants that change how zeros are handled
-                check = rep == 0 and any(f in variants[name] for f in ("zero-first", "-S"))
-                samples[name].append(bench.variant(image, variants[name], check))
+                check = rep == 0 and any(f in variant for f in ("zero-first", "-S"))
+                samples[name].append(bench.variant(image, variant, check))
         for name, runs in samples.items():
             rows.append(
                 {
                     "image": image.name,
                     "variant": name,
-                    "flags": variants[name],
-                    "production": variants[name] == prod,
+                    "flags": [] if callable(variants[name]) else variants[name],
+                    "production": name == "write.sh (production)",
                     "ok": all(r["ok"] for r in runs),
                     "correct": all(r["correct"] for r in runs if "correct" in r) if any("correct" in r for r in runs) else None,
                     "median": _summary(runs),
@@ -679,14 +679,15 @@ def markdown(data: dict[str, Any]) -> str:
         f"{m['cpus']} CPUs, kernel {m['kernel']}, {m['qemu_img']}. Quick mode: {data['config']['quick']}.",
         "",
         "Reference: `qemu-img convert -f FMT -O host_device SRC DEV && sync`. Ours: `vm/write.sh` as the worker runs it "
-        f"(qemu-img `{' '.join(data['production_flags'])}`). Floor: the image's allocated bytes with `dd bs=4M oflag=direct conv=fsync`. "
+        f"(the range zeroed ahead where the device can, then one qemu-img `{' '.join(data['production_flags'])}` per slice, "
+        "side by side). Floor: the image's allocated bytes with `dd bs=4M oflag=direct conv=fsync`. "
         "Data = bytes written as data; zeroed = write-zeroes requests (no data moves); both from the block trace. "
         f"PASS: ours correct, verify and fsck clean, data <= {MAX_BYTES_RATIO}x allocated, time <= {MAX_TIME_RATIO}x floor.",
         "",
         "| image | alloc | allocated MiB | content MiB | ref s | ref CPU s | ref data MiB | ref zeroed MiB "
         "| ours s | ours CPU s | ours data MiB | ours zeroed MiB | discard MiB | floor s | ours/floor | ref/floor "
-        "| data/alloc | verify s | verify direct s | fsck s | verdict |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| data/alloc | verify s | fsck s | verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for e in data["images"]:
         r, o, f, c = e["reference"]["median"], e["ours"]["median"], e["floor"]["median"], e["criteria"]
@@ -709,7 +710,6 @@ def markdown(data: dict[str, Any]) -> str:
             f"{c['reference_time_ratio']:.2f}",
             f"{c['bytes_ratio']:.3f}",
             f"{e['verify']['wall']:.2f}",
-            f"{e['verify_direct']['wall']:.2f}" if "verify_direct" in e else "-",
             f"{e['fsck']['wall']:.2f}",
             e["verdict"],
         ]
@@ -718,16 +718,18 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         "Allocated: the bytes `qemu-img map` reports as data; * the file's size where the driver reports none "
         "(qemu's vhdx calls all of the disk data). Content: the disk's non-zero 64 KiB clusters (its qcow2's allocation). "
-        "Data/alloc: ours' data bytes over allocated. Verify direct: verify.sh with `file.cache.direct=on` on the device.",
+        "Data/alloc: ours' data bytes over allocated. Verify: verify.sh as the worker runs it (slices side by side, the "
+        "volume read with direct I/O).",
     ]
     variants = data.get("variants") or {}
     if variants.get("rows"):
         lines += [
             "",
-            "## qemu-img variants (ours, without the script around it)",
+            "## qemu-img variants, and write.sh's slices and zeroing ahead",
             "",
             "`qemu-img convert -f FMT -O raw -n FLAGS SRC DEV && sync && blockdev --flushbufs DEV`; medians of "
-            f"{data['config']['variant_reps']} alternating rounds. **bold**: the flags write.sh uses.",
+            f"{data['config']['variant_reps']} alternating rounds; the write.sh rows run the script (slices side by side, "
+            "zeroing ahead where the device supports it) and edited copies of it. **bold**: what the worker runs.",
             "",
             "| image | flags | wall s | CPU s | data MiB | zeroed MiB |",
             "|---|---|---:|---:|---:|---:|",

@@ -26,8 +26,7 @@ def test_the_production_flags_are_read_from_write_sh() -> None:
     flags = datapath.production_flags()
     assert flags[:2] == ["-t", "none"]
     assert not any(">" in f or f.startswith("$") for f in flags)
-    line = 'sudo qemu-img convert -p -f "$FORMAT" -O raw -n -t "$cache" -m 4 "$IMG" "$dev" 2>&1 |'
-    assert datapath.production_flags(line) == ["-t", "none", "-m", "4"]
+    assert datapath.production_flags('x=1\nflags=(-n -W -m 4); [ "$zeroed" = no ]\n') == ["-t", "none", "-W", "-m", "4"]
 
 
 def test_a_quick_run_writes_correctly_and_reports(tmp_path: Path) -> None:
@@ -58,3 +57,10 @@ def test_a_quick_run_writes_correctly_and_reports(tmp_path: Path) -> None:
     report = (tmp_path / "datapath.md").read_text()
     assert "| vmdk streamOptimized |" in report and "## qemu-img variants" in report and "## Verdicts" in report
     assert not list(Path("/var/tmp/vdimport").glob(f"bench{os.getpid()}"))  # the fake worker directory is gone
+
+
+def test_each_write_sh_variant_edits_the_script() -> None:
+    """An edit that matches nothing would silently measure the production script twice."""
+    text = datapath.build_script("write", {"RUN": "x" * 12, "DEVICE": "/dev/sdb", "FORMAT": "qcow2", "VSIZE": 1 << 30})
+    for name, edit in datapath.SCRIPT_VARIANTS.items():
+        assert (edit(text) == text) == (name == "write.sh (production)"), name

@@ -1,6 +1,6 @@
 """Run the worker-side scripts on the worker VM through the Run Command API.
 
-No SSH, no inbound ports: each script (``vm/*.sh``, prefixed by ``vm/lib.sh``) travels as
+No SSH, no inbound ports: each script (``vm/*.sh``, prefixed by ``vm/lib.sh`` and any ``PRELUDES``) travels as
 Run Command text, at most 4 KB. Values reach the script only as shell-quoted variable
 assignments, so nothing from an object name or metadata is ever parsed as shell code.
 The script's last line carries its result (``VDIMPORT_RESULT {json}``) or its one-line
@@ -53,6 +53,10 @@ class ScriptResult:
     reused: bool = False
 
 
+# Scripts that share more than lib.sh: the parts prepended to them, in order.
+PRELUDES: dict[str, tuple[str, ...]] = {"write": ("lib", "slices"), "verify": ("lib", "slices")}
+
+
 def _script_text(name: str) -> str:
     return resources.files("vdimport_worker").joinpath("vm", f"{name}.sh").read_text()
 
@@ -69,7 +73,8 @@ def build_script(name: str, variables: dict[str, str | int]) -> str:
         if not key.isidentifier() or not key.isupper():
             raise ValueError(f"bad script variable name {key!r}")
         lines.append(f"{key}={shlex.quote(str(value))}")
-    text = "\n".join(lines) + "\n" + _code_lines(_script_text("lib")) + _code_lines(_script_text(name))
+    parts = (*PRELUDES.get(name, ("lib",)), name)
+    text = "\n".join(lines) + "\n" + "".join(_code_lines(_script_text(part)) for part in parts)
     size = len(text.encode())
     if size > MAX_SCRIPT_BYTES:
         raise RemoteError(f"worker script {name} is {size} bytes, over Run Command's 4 KB limit")

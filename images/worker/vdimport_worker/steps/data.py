@@ -74,7 +74,7 @@ def download_image(ctx: StepContext) -> dict[str, Any]:
         delete_run_pars(ctx)
     info = json.loads(gzip.decompress(base64.b64decode(result["info"])))
     try:
-        check_qemu_info(info, source, result["path"])
+        check_qemu_info(info, source, result["path"], int(ctx.plan["volume_size_gb"]) << 30)
     except UnsafeImage as exc:
         raise Rejected(str(exc)) from None
     log.info(
@@ -99,7 +99,7 @@ def write_image(ctx: StepContext) -> dict[str, Any]:
         )
         .result
     )
-    log.info("Image written and flushed (%s cache)", result.get("cache"))
+    log.info("Image written and flushed (direct I/O %s, zeroed ahead: %s)", result.get("direct"), result.get("zeroed_ahead"))
     return result
 
 

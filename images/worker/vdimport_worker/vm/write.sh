@@ -1,18 +1,36 @@
-# Write the image onto the attached volume: raw, no target creation (-n), the whole
-# image range rewritten (the volume is not assumed to read as zeros), flushed.
-dev=$(readlink -f "$DEVICE")
-if [ -b "$dev" ]; then
-    size=$(sudo blockdev --getsize64 "$dev"); cache=none
-else
-    [ -f "$dev" ] || fail "the volume is not attached at $DEVICE"
-    size=$(stat -c %s "$dev"); cache=writeback
+# Write the image onto the attached volume: raw, no target creation (-n), the whole image
+# range rewritten (a volume is not assumed to read as zeros), flushed.
+# Where the device zeroes a range without moving data (write_zeroes_max_bytes > 0), one
+# request zeroes the image's range first and qemu-img then skips the image's holes
+# (--target-is-zero); elsewhere qemu-img zeroes the holes itself, hole by hole.
+zeroed=no
+if [ -b "$dev" ] && [ "$(cat "/sys/class/block/${dev##*/}/queue/write_zeroes_max_bytes" 2>/dev/null || echo 0)" -gt 0 ]; then
+    ss=$(sudo blockdev --getss "$dev")
+    if sudo blkdiscard -z -o 0 -l $(((VSIZE + ss - 1) / ss * ss)) "$dev"; then zeroed=yes; fi
 fi
-[ "$size" -ge "$VSIZE" ] || fail "the volume ($size bytes) is smaller than the image ($VSIZE bytes)"
-echo "writing $VSIZE bytes of $FORMAT onto $DEVICE (cache=$cache)"
-sudo qemu-img convert -p -f "$FORMAT" -O raw -n -t "$cache" -W -m 8 "$IMG" "$dev" 2>&1 |
-    tr '\r' '\n' | awk -F'[(/]' '/\/100%/ { p = int($2); if (p >= next_p) { printf "progress %d%%\n", p; next_p = p - p % 10 + 10 } }' next_p=10
-# qemu-img flushed the target as it closed it; sync only the target again: a global sync also
+flags=(-n -W -m 8); [ "$zeroed" = no ] || flags+=(--target-is-zero)
+n=$(slices | wc -l)
+echo "writing $VSIZE bytes of $FORMAT onto $DEVICE ($n slices, direct I/O $direct, zeroed ahead: $zeroed)"
+convert() {
+    local i off len pids=() rc=0
+    while read -r i off len; do
+        sudo qemu-img convert -p "${flags[@]}" --image-opts "$(source_opts "$off" "$len")" \
+            --target-image-opts "$(volume_opts "$off" "$len")" 2>&1 |
+            awk -v s="$i" 'BEGIN { RS = "[\r\n]" } NF { print s, $0; fflush() }' &
+        pids+=($!)
+    done < <(slices)
+    for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
+    return $rc
+}
+# Progress: the mean of the slices' percentages, every 10 %. Other lines are qemu-img's
+# messages: printed, and the last one kept as the cause.
+convert | awk -v n="$n" -v err="$WORK/write.err" 'BEGIN { next_p = 10; printf "" > err }
+    /\/100%\)$/ { split($2, a, "[(/]"); p[$1] = a[2]; t = 0; for (s in p) t += p[s]; t = int(t / n)
+                  if (t >= next_p) { printf "progress %d%%\n", t; next_p = t - t % 10 + 10 }; next }
+    { sub(/^[0-9]+ /, ""); print; print > err }' ||
+    fail "qemu-img convert failed: $(tail -n 1 "$WORK/write.err" | cut -c1-200)"
+# qemu-img flushed each slice as it closed it; sync only the target again: a global sync also
 # waits for every other dirty page, e.g. the image just downloaded to the slow boot volume.
 sudo sync "$dev"
 [ -b "$dev" ] && sudo blockdev --flushbufs "$dev"
-result "{\"device\":\"$DEVICE\",\"volume_bytes\":$size,\"cache\":\"$cache\"}"
+result "{\"device\":\"$DEVICE\",\"volume_bytes\":$size,\"direct\":\"$direct\",\"zeroed_ahead\":\"$zeroed\"}"
