@@ -354,3 +354,15 @@ def test_qemu_info_of_real_images(small_disk: Path, work: Path) -> None:
     check_qemu_info(info(good), planned, str(good))
     with pytest.raises(UnsafeImage, match="backing file"):
         check_qemu_info(info(bad), planned, str(bad))
+
+
+def test_a_differencing_dynamic_vhd_is_refused(small_disk: Path, work: Path) -> None:
+    """A dynamic VHD whose footer says type 4 (differencing) needs its parent: refused before
+    anything runs, not imported without the parent's data."""
+    image = bytearray(convert(small_disk, "vhd", work / "dynamic.vhd").read_bytes())
+    assert inspect_bytes(bytes(image)).format == "vpc"
+    for at in (60, len(image) - 512 + 60):  # the footer's copy at the start, and the footer
+        struct.pack_into(">I", image, at, 4)
+    assert refused(bytes(image)) == "unsafe vhd image: a differencing VHD reads its parent from another file"
+    struct.pack_into(">I", image, 60, 2)
+    assert refused(bytes(image)) == "malformed vhd image: dynamic VHD of type 2 (expected 3)"

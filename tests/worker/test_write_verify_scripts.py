@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from vdimport_worker.remote import build_script, parse_output
+from vdimport_worker.remote import NUMBERS, build_script, parse_output
 
 MiB = 1 << 20
 
@@ -202,3 +202,13 @@ def test_an_unreadable_image_fails_the_write_with_one_line(
     rc, result, error, output = worker.script("write", DEVICE=volume, FORMAT="vmdk", VSIZE=vsize)
     assert rc == 1 and result is None, output
     assert error is not None and error.startswith("qemu-img convert failed: qemu-img: ") and "\n" not in error, error
+
+
+@pytest.mark.parametrize("value", ["a[$(touch /tmp/vdimport-pwned)]", "1; touch /tmp/vdimport-pwned", -1, 1.5, True, "42"])
+@pytest.mark.parametrize("key", sorted(NUMBERS))
+def test_a_number_for_shell_arithmetic_must_be_an_integer(key: str, value: object) -> None:
+    """bash evaluates a variable's text inside $(( )): ``a[$(cmd)]`` would run cmd. Whatever a
+    step's input (an XCom, a result) says, only a non-negative int reaches the script."""
+    with pytest.raises(ValueError, match=f"script variable {key} must be a non-negative integer"):
+        build_script("download", {"RUN": "x" * 12, key: value})  # type: ignore[dict-item]
+    assert build_script("download", {"RUN": "x" * 12, key: 7}).count(f"{key}=7\n") == 1

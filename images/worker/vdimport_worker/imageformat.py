@@ -117,6 +117,8 @@ def _inspect_disk(read: ReadRange, offset: int, length: int, declared: str | Non
         virtual_size = int(inspector.virtual_size)
         if detected == "vdi":
             _check_vdi(head, length)
+        if detected == "vhd":
+            _check_vhd_type(head[:512], "dynamic", 3)
     elif vhd_footer is not None:
         detected, virtual_size = "vhd", _check_fixed_vhd(vhd_footer, length)
     else:
@@ -222,12 +224,18 @@ def _vhd_footer(footer: bytes) -> bytes | None:
     return footer if len(footer) == 512 and footer[:8] == b"conectix" else None
 
 
-def _check_fixed_vhd(footer: bytes, length: int) -> int:
+def _check_vhd_type(footer: bytes, kind: str, expected: int) -> None:
+    """A differencing VHD (type 4) reads its parent from another file; qemu-img would import it
+    without the parent's data, or read a host file named by its parent locators."""
     disk_type = struct.unpack(">I", footer[60:64])[0]
     if disk_type == 4:
         raise UnsafeImage("unsafe vhd image: a differencing VHD reads its parent from another file")
-    if disk_type != 2:
-        raise UnsafeImage(f"malformed vhd image: footer-only VHD of type {disk_type} (expected a fixed VHD)")
+    if disk_type != expected:
+        raise UnsafeImage(f"malformed vhd image: {kind} VHD of type {disk_type} (expected {expected})")
+
+
+def _check_fixed_vhd(footer: bytes, length: int) -> int:
+    _check_vhd_type(footer, "footer-only", 2)
     current_size = struct.unpack(">Q", footer[48:56])[0]
     if current_size + 512 > length:
         raise UnsafeImage("malformed vhd image: its size is larger than the file (truncated?)")
@@ -289,8 +297,8 @@ def _ova_disk(read: ReadRange, size: int) -> tuple[str, int, int]:
 
 
 # --- after download: qemu-img info on the worker --------------------------------------------
-def check_qemu_info(info: dict[str, Any], planned: SourceImage, image_path: str) -> None:
-    """Refuse anything qemu-img sees that the inspection did not plan for."""
+def check_qemu_info(info: dict[str, Any], planned: SourceImage, image_path: str, capacity: int | None = None) -> None:
+    """Refuse anything qemu-img sees that the inspection did not plan for (``capacity``: the planned volume's bytes)."""
     if info.get("format") != planned.format:
         raise UnsafeImage(f"qemu-img reads the image as {info.get('format')}, planned {planned.format}")
     for key in ("backing-filename", "full-backing-filename", "backing-filename-format"):
@@ -313,6 +321,11 @@ def check_qemu_info(info: dict[str, Any], planned: SourceImage, image_path: str)
         raise UnsafeImage(f"qemu-img reports a virtual size of {virtual_size} bytes, the header said {planned.virtual_size}")
     if virtual_size <= 0 or virtual_size > MAX_VIRTUAL_SIZE:
         raise UnsafeImage(f"virtual size {virtual_size} bytes is out of range")
+    if capacity is not None and virtual_size > capacity:  # a VHD's CHS geometry can say more than its footer
+        raise UnsafeImage(
+            f"qemu-img reports a virtual size of {virtual_size} bytes, more than the {capacity >> 30} GB volume "
+            f"planned from the image's header ({planned.virtual_size} bytes)"
+        )
 
 
 def user_format(qemu_format: str) -> str:

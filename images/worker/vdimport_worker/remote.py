@@ -53,6 +53,9 @@ class ScriptResult:
     reused: bool = False
 
 
+# Variables the scripts use in shell arithmetic, where bash would evaluate a string such as
+# ``a[$(cmd)]`` as code: they must be non-negative integers whatever a step's input says.
+NUMBERS = frozenset({"VSIZE", "OFFSET", "LENGTH", "STREAMS"})
 # Scripts that share more than lib.sh: the parts prepended to them, in order.
 PRELUDES: dict[str, tuple[str, ...]] = {"write": ("lib", "slices"), "verify": ("lib", "slices")}
 
@@ -72,6 +75,8 @@ def build_script(name: str, variables: dict[str, str | int]) -> str:
     for key, value in sorted(variables.items()):
         if not key.isidentifier() or not key.isupper():
             raise ValueError(f"bad script variable name {key!r}")
+        if key in NUMBERS and (type(value) is not int or value < 0):
+            raise ValueError(f"script variable {key} must be a non-negative integer, not {value!r}")
         lines.append(f"{key}={shlex.quote(str(value))}")
     parts = (*PRELUDES.get(name, ("lib",)), name)
     text = "\n".join(lines) + "\n" + "".join(_code_lines(_script_text(part)) for part in parts)
