@@ -263,6 +263,8 @@ def test_the_login_is_created_from_a_secret(values: dict[str, Any]) -> None:
     for var, key in (("AIRFLOW_USER_USERNAME", "username"), ("AIRFLOW_USER_PASSWORD", "password")):
         assert refs[var]["key"] == key and f'"${var}"' in script
     assert "airflow users create" in script and "{{" not in script
+    # the function only triggers runs: an Admin/Op login could edit the pods' connection
+    assert re.search(r"--role User\b", script) and "Admin" not in script and " Op" not in script
 
 
 def _quantity(value: str) -> float:
