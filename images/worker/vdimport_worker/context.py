@@ -56,6 +56,21 @@ class StepContext:
         planned = (self.state.get("inspect_object") or {}).get("plan", {}).get("compartment_id")
         return str(planned or self.request.options.compartment_id or self.config.compartment_id)
 
+    def own(self, step: str, key: str, role: str) -> str:
+        """An OCID from an earlier step's result, checked to carry this run's tags before it is
+        acted on: results travel through XCom, which whoever can write Airflow's database could
+        point at another import's volume or VM in the same compartment."""
+        resource_id = str(self.result_of(step)[key])
+        get = self.clients.compute.get_instance if role == "worker" else self.clients.blockstorage.get_volume
+        if not self.names.owns(get(resource_id).data.freeform_tags, role):
+            raise Rejected(f"{step}'s result names {resource_id}, which is not this run's {role}")
+        return resource_id
+
+    def worker_id(self) -> str:
+        return self.own("launch_worker", "instance_id", "worker")
+
+    def volume_id(self) -> str:
+        return self.own("create_volume", "volume_id", "volume")
+
     def shell(self) -> WorkerShell:
-        instance_id = self.result_of("launch_worker")["instance_id"]
-        return WorkerShell(self.clients, self.names, instance_id, self.compartment_id, self.config.poll_max_seconds)
+        return WorkerShell(self.clients, self.names, self.worker_id(), self.compartment_id, self.config.poll_max_seconds)

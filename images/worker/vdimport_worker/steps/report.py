@@ -13,8 +13,7 @@ log = logging.getLogger("vdimport")
 
 def report(ctx: StepContext) -> dict[str, Any]:
     inspected = ctx.result_of("inspect_object")
-    volume_step = ctx.result_of("create_volume")
-    volume = ctx.clients.blockstorage.get_volume(volume_step["volume_id"]).data
+    volume = ctx.clients.blockstorage.get_volume(ctx.volume_id()).data
     downloaded = ctx.state.get("download_image", {})
     fsck = ctx.state.get("fsck_volume", {})
     summary = {

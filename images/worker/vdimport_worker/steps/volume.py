@@ -44,10 +44,6 @@ def _wait_volume(ctx: StepContext, volume_id: str, what: str) -> Any:
     )
 
 
-def _volume_id(ctx: StepContext) -> str:
-    return str(ctx.result_of("create_volume")["volume_id"])
-
-
 def create_volume(ctx: StepContext) -> dict[str, Any]:
     plan = ctx.plan
     ad = ctx.result_of("launch_worker")["availability_domain"]
@@ -87,8 +83,8 @@ def _live_attachments(ctx: StepContext, volume_id: str) -> list[Any]:
 
 
 def attach_volume(ctx: StepContext) -> dict[str, Any]:
-    instance_id = ctx.result_of("launch_worker")["instance_id"]
-    volume_id = _volume_id(ctx)
+    instance_id = ctx.worker_id()
+    volume_id = ctx.volume_id()
     compute = ctx.clients.compute
     between = [
         a for a in list_all(compute.list_volume_attachments, ctx.compartment_id, volume_id=volume_id) if a.instance_id == instance_id
@@ -140,7 +136,7 @@ def _wait_detached(ctx: StepContext, attachment_id: str, what: str) -> None:
 
 
 def detach_volume(ctx: StepContext) -> dict[str, Any]:
-    volume_id = _volume_id(ctx)
+    volume_id = ctx.volume_id()
     compute = ctx.clients.compute
     # The run's attachment and any other live one: a re-run finds none live and returns the same.
     detached = {str(ctx.result_of("attach_volume")["attachment_id"])}
@@ -198,7 +194,7 @@ def delete_unfinished_volumes(ctx: StepContext) -> tuple[list[str], list[str]]:
 
 
 def tune_volume(ctx: StepContext) -> dict[str, Any]:
-    volume_id = _volume_id(ctx)
+    volume_id = ctx.volume_id()
     wanted = ctx.plan["vpus_per_gb"]
     # Wait first: an update from a killed earlier attempt may still be in progress.
     volume = _wait_volume(ctx, volume_id, f"volume {volume_id}")
@@ -219,7 +215,7 @@ def assign_backup_policy(ctx: StepContext) -> dict[str, Any]:
         log.info("No backup policy requested")
         return {"policy_id": None, "skipped": True}
     storage = ctx.clients.blockstorage
-    volume_id = _volume_id(ctx)
+    volume_id = ctx.volume_id()
     if policy.startswith("ocid1."):
         policy_id = policy
     else:

@@ -128,7 +128,7 @@ def _launch_result(instance: Any) -> dict[str, Any]:
 
 
 def wait_worker_ready(ctx: StepContext) -> dict[str, Any]:
-    instance_id = ctx.result_of("launch_worker")["instance_id"]
+    instance_id = ctx.worker_id()
     compute = ctx.clients.compute
     log.info("Waiting for worker %s to be RUNNING", instance_id)
     wait_for_state(
