@@ -3,8 +3,9 @@
 # compressed qcow2 is CPU-bound: one slice per CPU (at most 4, at least 256 MiB each,
 # 1 MiB-aligned) measured 1.6-1.8x faster on 2 CPUs (docs/performance.md).
 dev=$(readlink -f "$DEVICE")
-if [ -b "$dev" ]; then
-    size=$(sudo blockdev --getsize64 "$dev"); protocol=host_device; direct=on
+if [ -b "$dev" ]; then  # sizes from sysfs: no sudo (each costs ~15 ms)
+    queue=/sys/class/block/${dev##*/}
+    size=$(($(cat "$queue/size") * 512)); protocol=host_device; direct=on
 else
     [ -f "$dev" ] || fail "the volume is not attached at $DEVICE"
     size=$(stat -c %s "$dev"); protocol=file; direct=off

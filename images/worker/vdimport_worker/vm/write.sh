@@ -4,8 +4,8 @@
 # request zeroes the image's range first and qemu-img then skips the image's holes
 # (--target-is-zero); elsewhere qemu-img zeroes the holes itself, hole by hole.
 zeroed=no
-if [ -b "$dev" ] && [ "$(cat "/sys/class/block/${dev##*/}/queue/write_zeroes_max_bytes" 2>/dev/null || echo 0)" -gt 0 ]; then
-    ss=$(sudo blockdev --getss "$dev")
+if [ -b "$dev" ] && [ "$(cat "$queue/queue/write_zeroes_max_bytes" 2>/dev/null || echo 0)" -gt 0 ]; then
+    ss=$(cat "$queue/queue/logical_block_size")
     if sudo blkdiscard -z -o 0 -l $(((VSIZE + ss - 1) / ss * ss)) "$dev"; then zeroed=yes; fi
 fi
 flags=(-n -W -m 8); [ "$zeroed" = no ] || flags+=(--target-is-zero)
@@ -29,8 +29,9 @@ convert | awk -v n="$n" -v err="$WORK/write.err" 'BEGIN { next_p = 10; printf ""
                   if (t >= next_p) { printf "progress %d%%\n", t; next_p = t - t % 10 + 10 }; next }
     { sub(/^[0-9]+ /, ""); print; print > err }' ||
     fail "qemu-img convert failed: $(tail -n 1 "$WORK/write.err" | cut -c1-200)"
-# qemu-img flushed each slice as it closed it; sync only the target again: a global sync also
-# waits for every other dirty page, e.g. the image just downloaded to the slow boot volume.
-sudo sync "$dev"
-[ -b "$dev" ] && sudo blockdev --flushbufs "$dev"
+# Each qemu-img flushed its writes to the device as it closed (fdatasync). The device's page
+# cache may still hold pages read before the write: dropped, for fsck's buffered reads. No
+# global sync: it would wait for every dirty page, e.g. the image just downloaded to the slow
+# boot volume.
+[ ! -b "$dev" ] || sudo blockdev --flushbufs "$dev"
 result "{\"device\":\"$DEVICE\",\"volume_bytes\":$size,\"direct\":\"$direct\",\"zeroed_ahead\":\"$zeroed\"}"
