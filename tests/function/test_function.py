@@ -142,7 +142,7 @@ def test_upload_triggers_one_run_with_the_request(
         "metadata": {"ad_number": "2", "volume_name": "restored"},
     }
     logs = caplog.text
-    assert f"received createobject event {event['eventID']}" in logs
+    assert f"received createobject event {event['eventID']!r}" in logs
     assert "looks like qcow2" in logs
     assert f"triggered: DAG virtual_disk_import run {run_id}" in logs
     assert PASSWORD not in logs
@@ -528,3 +528,18 @@ def test_duplicate_deliveries_by_the_emulator_give_one_run(
     outcomes = listener.wait_for(4)
     assert [o["decision"] for o in outcomes[2:]] == ["skipped", "skipped"]
     assert len(fake_airflow.runs) == 1
+
+
+@pytest.mark.parametrize("data", [IMAGES["qcow2"][1], NOT_IMAGES[sorted(NOT_IMAGES)[0]][1]], ids=["image", "not-image"])
+def test_an_object_name_with_a_newline_stays_on_one_log_line(
+    data: bytes, function: Function, fake_airflow: FakeAirflow, upload: Callable[..., dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An object name can hold a newline or an escape sequence; logged raw it would forge a log line."""
+    name = f"{uuid.uuid4().hex[:6]}-disk\nvdimport INFO triggered: DAG virtual_disk_import\x1b[2J.qcow2"
+    event = upload(name, data)
+    with caplog.at_level(logging.INFO, logger="vdimport"):
+        outcome = function.process(json.dumps(event))
+    assert outcome.decision in ("skipped", "triggered"), outcome
+    assert "\n" not in outcome.reason and "\x1b" not in outcome.reason
+    assert [r.getMessage() for r in caplog.records if "\n" in r.getMessage() or "\x1b" in r.getMessage()] == []
+    assert repr(name) in caplog.text  # the name is still there, escaped

@@ -31,7 +31,8 @@ class ObjectEvent:
 
     def describe(self) -> str:
         kind = self.event_type.rsplit(".", 1)[-1]
-        return f"{kind} event {self.event_id} for /n/{self.namespace}/b/{self.bucket}/o/{self.object} etag {self.etag}"
+        # names with repr(): a newline or escape sequence in an object name stays on one log line
+        return f"{kind} event {self.event_id!r} for bucket {self.bucket!r} object {self.object!r} etag {self.etag!r}"
 
 
 def _string(mapping: dict[str, Any], key: str, where: str) -> str:

@@ -22,7 +22,7 @@ import re
 import sys
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .airflow import AirflowClient, AirflowError
@@ -46,6 +46,12 @@ class Outcome:
         if self.dag_run_id:
             body["dag_run_id"] = self.dag_run_id
         return json.dumps(body)
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control and format characters escaped (``\\n``, ``\\x1b``, ``\\u202e``): a reason that
+    an object name or an event field cannot split into several lines or dress up as another log line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def dag_run_id(namespace: str, bucket: str, name: str, etag: str) -> str:
@@ -77,13 +83,15 @@ class Function:
         try:
             event = parse(raw, self.settings.event_types)
         except Rejected as exc:
-            log.warning("rejected: %s; nothing triggered", exc)
-            return Outcome("rejected", str(exc))
+            reason = one_line(str(exc))
+            log.warning("rejected: %s; nothing triggered", reason)
+            return Outcome("rejected", reason)
         log.info("received %s", event.describe())
         outcome = self._decide(event)
+        outcome = replace(outcome, reason=one_line(outcome.reason))  # event fields (bucket, etag, type) may hold newlines
         if outcome.dag_run_id:
             log.info(
-                "%s: DAG %s run %s for %s (%s)", outcome.decision, self.settings.dag_id, outcome.dag_run_id, event.object, outcome.reason
+                "%s: DAG %s run %s for %r (%s)", outcome.decision, self.settings.dag_id, outcome.dag_run_id, event.object, outcome.reason
             )
         else:
             log.info("%s: %s; nothing triggered", outcome.decision, outcome.reason)
@@ -116,7 +124,7 @@ class Function:
                 return Outcome("skipped", f"object {event.object} changed or vanished while its footer was read")
         found = detect(head, tail, info.size)
         if not found.image:
-            return Outcome("skipped", f"{event.object} ({info.size} bytes) is not a disk image: {found.reason}")
+            return Outcome("skipped", f"{event.object!r} ({info.size} bytes) is not a disk image: {found.reason}")
         run_id = dag_run_id(event.namespace, event.bucket, event.object, info.etag)
         conf = {
             "namespace": event.namespace,
@@ -127,7 +135,7 @@ class Function:
             "metadata": info.metadata,
         }
         log.info(
-            "%s looks like %s (%s); metadata %s; triggering DAG %s as run %s",
+            "%r looks like %s (%s); metadata %s; triggering DAG %s as run %s",
             event.object,
             found.format,
             found.reason,
