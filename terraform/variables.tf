@@ -219,8 +219,8 @@ variable "allowed_source_cidr" {
 
 variable "worker_internet_egress" {
   type        = bool
-  description = "Route the worker VMs' subnet to the NAT gateway as well as the service gateway. The VMs only need HTTPS to Object Storage, the OCI APIs and the Oracle Linux yum mirrors (all in the Oracle Services Network); false keeps them off the internet."
-  default     = true
+  description = "Route the worker VMs' subnet to the NAT gateway as well as the service gateway. The VMs only need HTTPS to Object Storage, the OCI APIs and the Oracle Linux yum mirrors (all in the Oracle Services Network); false (the default) keeps them off the internet; set true only if the worker image's package repositories are outside it."
+  default     = false
 }
 
 # ---------------------------------------------------------------------------------------------
