@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/.venv-cli/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help setup lock lint format typecheck test test-fast demo down bench clean
+.PHONY: help setup lock lint format typecheck test test-fast soak demo down bench clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ test: setup lint typecheck ## lint, type-check and run the whole test suite
 
 test-fast: setup ## the test suite only
 	$(BIN)/python -m pytest -x $(PYTEST_ARGS)
+
+soak: setup ## concurrency soak: 20 uploads at once through the local stack (VDIMPORT_SOAK_COUNT), tables at the end
+	VDIMPORT_SOAK_COUNT=$${VDIMPORT_SOAK_COUNT:-20} $(BIN)/python -m pytest tests/soak -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: setup ## local stack up, import a sample disk image through event, function and DAG, print the report
 	$(BIN)/python -m vdimport_local.demo $(DEMO_ARGS)

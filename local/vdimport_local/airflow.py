@@ -306,7 +306,8 @@ class LocalAirflow:
         except ApiError as exc:
             if exc.status != 409:
                 raise
-            self.api("PATCH", f"/api/v2/pools/{urllib.parse.quote(name)}", body)
+            # only slots change: Airflow refuses any other field on default_pool
+            self.api("PATCH", f"/api/v2/pools/{urllib.parse.quote(name)}?update_mask=slots", {"slots": slots})
 
     def wait_for_dag(self, dag_id: str, timeout: float = 120.0) -> dict[str, Any]:
         """Wait until ``dag_id`` is parsed; fail early on an import error."""
