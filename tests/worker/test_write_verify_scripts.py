@@ -57,11 +57,14 @@ class Worker:
         result, error, _ = parse_output(done.stdout)
         return done.returncode, result, error, done.stdout + done.stderr
 
-    def slices(self, vsize: int) -> list[tuple[int, int, int]]:
-        """The ``slices`` function of slices.sh on its own (its device checks need a device: a file)."""
-        target = self.work / "volume"
-        with open(target, "wb") as f:
-            f.truncate(max(vsize, 1))
+    def slices(self, vsize: int, image_bytes: int) -> list[tuple[int, int, int]]:
+        """The ``slices`` function of slices.sh on its own, for an image file of ``image_bytes``
+        (sparse: only its size counts) and a file standing in for the device."""
+        image, target = self.work / "sparse-image", self.work / "volume"
+        for path, size in ((image, image_bytes), (target, max(vsize, 1))):
+            with open(path, "wb") as f:
+                f.truncate(size)
+        self.image(image)
         text = build_script("verify", {"RUN": self.run, "DEVICE": str(target), "FORMAT": "raw", "VSIZE": vsize})
         text = text[: text.index("pids=()")] + "slices\n"  # lib.sh and slices.sh, then only the call
         env = {**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}"}
@@ -80,19 +83,19 @@ def worker(tmp_path: Path) -> Iterator[Worker]:
 
 
 @pytest.mark.parametrize(
-    ("vsize", "cpus", "count"),
+    ("vsize", "image_bytes", "cpus", "count"),
     [
-        (1 * MiB, 2, 1),  # small images: one slice
-        (511 * MiB, 2, 1),
-        (512 * MiB, 2, 2),  # at least 256 MiB per slice
-        (768 * MiB + 512, 4, 3),  # an odd tail goes to the last slice
-        (20 << 30, 2, 2),
-        (20 << 30, 16, 4),  # never more than 4
+        (1 * MiB, 1 * MiB, 2, 1),  # small images: one slice
+        (20 << 30, 511 * MiB, 2, 1),  # a big disk with little data: one slice
+        (20 << 30, 512 * MiB, 2, 2),  # at least 256 MiB of image file per slice
+        (768 * MiB + 512, 768 * MiB, 4, 3),  # an odd tail goes to the last slice
+        (20 << 30, 4 << 30, 2, 2),
+        (20 << 30, 4 << 30, 16, 4),  # never more than 4
     ],
 )
-def test_slices_cover_the_range_once_in_aligned_pieces(worker: Worker, vsize: int, cpus: int, count: int) -> None:
+def test_slices_cover_the_range_once_in_aligned_pieces(worker: Worker, vsize: int, image_bytes: int, cpus: int, count: int) -> None:
     worker.cpus(cpus)
-    got = worker.slices(vsize)
+    got = worker.slices(vsize, image_bytes)
     assert [i for i, _, _ in got] == list(range(count))
     assert got[0][1] == 0 and sum(length for _, _, length in got) == vsize
     for (_, off, length), (_, nxt, _) in itertools.pairwise(got):
@@ -102,7 +105,8 @@ def test_slices_cover_the_range_once_in_aligned_pieces(worker: Worker, vsize: in
 @pytest.fixture
 def disk(tmp_path: Path) -> tuple[Path, Path, int]:
     """A 600 MiB disk with data at both ends, around the slices' boundary and in between, and
-    holes elsewhere; as qcow2, and its raw form."""
+    holes elsewhere; as qcow2, and its raw form. The qcow2 has preallocated metadata, so its
+    file is as large as the disk: enough image to be worth two slices on two CPUs."""
     vsize = 600 * MiB
     raw = tmp_path / "disk.raw"
     with open(raw, "wb") as f:
@@ -111,7 +115,8 @@ def disk(tmp_path: Path) -> tuple[Path, Path, int]:
             f.seek(at)
             f.write(os.urandom(MiB))
     image = tmp_path / "disk.qcow2"
-    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(image)], check=True)
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-o", "preallocation=metadata", str(raw), str(image)], check=True)
+    assert image.stat().st_size >= vsize
     return image, raw, vsize
 
 

@@ -1,7 +1,8 @@
 # Shared by write.sh and verify.sh: the image's virtual range cut into slices that run side by
 # side. qemu-img converts on one thread, and decompressing a streamOptimized VMDK or a
-# compressed qcow2 is CPU-bound: one slice per CPU (at most 4, at least 256 MiB each,
-# 1 MiB-aligned) measured 1.6-1.8x faster on 2 CPUs (docs/performance.md).
+# compressed qcow2 is CPU-bound: one slice per CPU, at most 4, each with at least 256 MiB of
+# the image file to work on (a small image is not worth a second qemu-img), cut at 1 MiB
+# boundaries of the virtual range (docs/performance.md).
 dev=$(readlink -f "$DEVICE")
 if [ -b "$dev" ]; then  # sizes from sysfs: no sudo (each costs ~15 ms)
     queue=/sys/class/block/${dev##*/}
@@ -13,8 +14,10 @@ fi
 [ "$size" -ge "$VSIZE" ] || fail "the volume ($size bytes) is smaller than the image ($VSIZE bytes)"
 slices() {
     local n i off=0 len
+    local work
     n=$(nproc); [ "$n" -le 4 ] || n=4
-    while [ "$n" -gt 1 ] && [ $((VSIZE / n)) -lt $((256 << 20)) ]; do n=$((n - 1)); done
+    work=$(stat -L -c %s "$IMG")
+    while [ "$n" -gt 1 ] && [ $((work / n)) -lt $((256 << 20)) ]; do n=$((n - 1)); done
     len=$((VSIZE / n >> 20 << 20))
     for ((i = 0; i < n; i++)); do
         [ "$i" -lt $((n - 1)) ] || len=$((VSIZE - off))
