@@ -138,6 +138,9 @@ class Emulator:
         if rule.action == "hang":
             time.sleep(rule.seconds)
             return
+        if rule.action == "stall":
+            request.fault = rule  # the handler carries the call out and stalls what it started
+            return
         raise rule.as_error()
 
     def _run(self, route: Route, request: Request) -> Response:

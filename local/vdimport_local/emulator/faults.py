@@ -6,6 +6,14 @@ counted per rule from the moment it is added; calls ``nth`` to ``nth + times - 1
 ``match`` narrows a rule to calls whose JSON body (or path parameters) has the given
 top-level values, e.g. ``{"availabilityDomain": "Emul:US-ASHBURN-AD-1"}`` for capacity
 errors in one AD only.
+
+``stall`` (``AttachVolume``, ``DetachVolume``): the call succeeds, but the change it starts
+does not finish: the attachment stays ATTACHING or DETACHING for ``seconds`` (0: until its
+instance is terminated), then goes to ``state`` (default: where it was going), e.g.
+``{"operation": "AttachVolume", "action": "stall", "seconds": 0.2, "state": "DETACHED"}``
+for an attach that fails, ``{"operation": "DetachVolume", "action": "stall"}`` for a
+detach that hangs. A ``RunCommand`` ``hang`` with ``seconds`` holds the command
+IN_PROGRESS that long and then runs it; without, it hangs until the command's timeout.
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ DEFAULT_MESSAGES = {
     404: ("NotAuthorizedOrNotFound", "Not found"),
     400: ("InvalidParameter", "Invalid parameter"),
 }
-ACTIONS = ("error", "hang", "fail", "timeout")
+ACTIONS = ("error", "hang", "fail", "timeout", "stall")
+STALLABLE = {"AttachVolume": ("ATTACHED", "DETACHED"), "DetachVolume": ("DETACHED",)}  # operation -> end states
 
 
 @dataclass
@@ -41,8 +50,9 @@ class FaultRule:
     message: str = ""
     nth: int = 1
     times: int = 1
-    action: str = "error"  # error | hang (sleep then answer) | fail/timeout (RunCommand only)
-    seconds: float = 0.0  # hang duration
+    action: str = "error"  # error | hang (sleep then answer) | fail/timeout (RunCommand only) | stall (see above)
+    seconds: float = 0.0  # hang or stall duration
+    state: str = ""  # stall: the state the attachment ends in
     exit_code: int = 1  # RunCommand fail
     match: dict[str, Any] = field(default_factory=dict)
     id: int = field(default_factory=lambda: next(_ids))
@@ -54,6 +64,11 @@ class FaultRule:
             raise invalid(f"fault action must be one of {', '.join(ACTIONS)}")
         if self.nth < 1 or self.times < 1:
             raise invalid("nth and times must be at least 1")
+        if self.action == "stall":
+            if self.operation not in STALLABLE:
+                raise invalid(f"stall applies to {', '.join(STALLABLE)} only")
+            if self.state and self.state not in STALLABLE[self.operation]:
+                raise invalid(f"a stalled {self.operation} can end in {', '.join(STALLABLE[self.operation])} only")
         code, message = DEFAULT_MESSAGES.get(self.status, ("InternalError", "Internal error"))
         self.code = self.code or code
         self.message = self.message or message
@@ -69,7 +84,7 @@ class Faults:
         self.rules: list[FaultRule] = []
 
     def add(self, spec: dict[str, Any]) -> FaultRule:
-        allowed = {"operation", "status", "code", "message", "nth", "times", "action", "seconds", "exit_code", "match"}
+        allowed = {"operation", "status", "code", "message", "nth", "times", "action", "seconds", "state", "exit_code", "match"}
         unknown = set(spec) - allowed
         if unknown:
             raise invalid(f"unknown fault fields: {', '.join(sorted(unknown))}")

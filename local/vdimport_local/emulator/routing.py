@@ -17,6 +17,7 @@ from .errors import OCIError, invalid
 
 if TYPE_CHECKING:
     from .app import Emulator
+    from .faults import FaultRule
 
 
 class Request:
@@ -44,6 +45,7 @@ class Request:
         self._body: bytes | None = None
         self.params: dict[str, str] = {}
         self.operation = ""
+        self.fault: FaultRule | None = None  # a ``stall`` fault rule this call tripped
         self.emulator: Emulator
 
     # --- body -------------------------------------------------------------

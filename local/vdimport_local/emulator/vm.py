@@ -454,7 +454,8 @@ class WorkerVMs:
         return None
 
     def _injected_fault(self, command_id: str, instance_id: str, fields: dict[str, Any], deadline: float, timeout: int) -> bool:
-        """Apply a ``RunCommand`` fault rule instead of running the script; False when no rule hits."""
+        """Apply a ``RunCommand`` fault rule instead of running the script (a hang with ``seconds``:
+        before running it); False when the script is to run."""
         rule = self.emulator.faults.take("RunCommand", lambda: fields)
         if rule is None:
             return False
@@ -462,25 +463,30 @@ class WorkerVMs:
         if rule.action == "timeout":
             self._finish(command_id, "TIMED_OUT", message=f"Command timed out after {timeout} seconds (injected fault)")
         elif rule.action == "hang":
-            self._hang(command_id, instance_id, deadline, timeout)
+            until = time.time() + rule.seconds if rule.seconds > 0 else None
+            return self._hang(command_id, instance_id, deadline, timeout, until)
         else:
             self._finish(command_id, "FAILED", exit_code=rule.exit_code, message=f"{rule.message} (injected fault)", output=b"")
         return True
 
-    def _hang(self, command_id: str, instance_id: str, deadline: float, timeout: int) -> None:
-        """An injected hang: IN_PROGRESS until the timeout, a cancel, or the instance going away."""
+    def _hang(self, command_id: str, instance_id: str, deadline: float, timeout: int, until: float | None = None) -> bool:
+        """An injected hang: IN_PROGRESS until the timeout, a cancel, or the instance going away;
+        with ``until``, only until then: False when the script is to run after all."""
         while not self._stop.is_set():
             if self._cancel_requested(command_id):
                 self._finish(command_id, "CANCELED", message="Command canceled", delivery="ACKED_CANCELED", output=b"")
-                return
+                return True
             if self._is_gone(instance_id):
                 with self.emulator.store.lock:
                     self._expire_later(self.emulator.store.get(EXECUTION, command_id), deadline if timeout else None)
-                return
+                return True
             if time.time() >= deadline:
                 self._finish(command_id, "TIMED_OUT", message=f"Command timed out after {timeout} seconds", output=b"")
-                return
+                return True
+            if until is not None and time.time() >= until:
+                return False
             time.sleep(POLL_SECONDS)
+        return True
 
     def _report(self, command_id: str, instance_id: str, output: dict[str, Any], result: RunResult, timeout: int, deadline: float) -> None:
         if result.outcome == "stopped":

@@ -608,8 +608,8 @@ def terminate(em: Emulator, instance: Resource) -> bool:
         return False
     store.set_state(INSTANCE, instance, "TERMINATING")
     store.schedule(INSTANCE, instance, [(em.delay(1), "TERMINATED")])
-    for att in attachments_of(store, instance["id"], ("ATTACHING", "ATTACHED")):
-        _detach(em, att)
+    for att in attachments_of(store, instance["id"], ("ATTACHING", "ATTACHED", "DETACHING")):
+        _detach(em, att)  # a detach stalled by a fault ends with the instance too
     for vatt in [a for a in store.all(VNIC_ATTACHMENT) if a["instanceId"] == instance["id"]]:
         if vatt["lifecycleState"] in ("ATTACHING", "ATTACHED"):
             store.set_state(VNIC_ATTACHMENT, vatt, "DETACHING")
@@ -758,9 +758,19 @@ def _attachment(request: Request) -> Resource:
     return request.emulator.store.get(VOLUME_ATTACHMENT, request.params["volumeAttachmentId"], "VolumeAttachment")
 
 
-def _detach(em: Emulator, attachment: Resource) -> None:
+def _detach(em: Emulator, attachment: Resource, request: Request | None = None) -> None:
     em.store.set_state(VOLUME_ATTACHMENT, attachment, "DETACHING")
-    em.store.schedule(VOLUME_ATTACHMENT, attachment, [(em.delay(0.5), "DETACHED")])
+    em.store.schedule(VOLUME_ATTACHMENT, attachment, _transition(request, em.delay(0.5), "DETACHED"))
+
+
+def _transition(request: Request | None, delay: float, state: str) -> list[tuple[float, str]]:
+    """The next state of an attachment, unless a ``stall`` fault on the call holds it (faults.py)."""
+    rule = request.fault if request is not None else None
+    if rule is None:
+        return [(delay, state)]
+    if not rule.seconds:
+        return []  # stalled for good (a terminate ends it)
+    return [(rule.seconds, rule.state or state)]
 
 
 @service.route("POST", API + "/volumeAttachments", "AttachVolume")
@@ -842,7 +852,7 @@ def attach_volume(request: Request) -> Response:
             }
         )
     store.add(VOLUME_ATTACHMENT, attachment)
-    store.schedule(VOLUME_ATTACHMENT, attachment, [(em.delay(1), "ATTACHED")])
+    store.schedule(VOLUME_ATTACHMENT, attachment, _transition(request, em.delay(1), "ATTACHED"))
     wid = _work_request(
         store,
         "AttachVolume",
@@ -875,7 +885,7 @@ def detach_volume(request: Request) -> Response:
     if attachment["lifecycleState"] != "ATTACHED":
         raise incorrect_state(f"Volume attachment is {attachment['lifecycleState']}; only an ATTACHED volume can be detached")
     since = time.time()
-    _detach(em, attachment)
+    _detach(em, attachment, request)
     wid = _work_request(
         em.store, "DetachVolume", attachment["compartmentId"], VOLUME_ATTACHMENT, attachment, "DELETED", since, ("DETACHED",)
     )
