@@ -138,7 +138,7 @@ def volume(tmp_path: Path) -> Iterator[str]:
 def _same(raw: Path, target: str, vsize: int) -> bool:
     """The target's first ``vsize`` bytes are the raw disk (read with direct I/O from a device)."""
     protocol = "host_device,file.cache.direct=on" if target.startswith("/dev/") else "file"
-    opts = f"driver=raw,size={vsize},file.driver={protocol},file.filename={target}"
+    opts = f"driver=raw,size={vsize},file.driver={protocol},file.filename={target.replace(',', ',,')}"
     compare = ["qemu-img", "compare", "--image-opts", f"driver=raw,file.filename={raw}", opts]
     done = subprocess.run(compare, capture_output=True, text=True, check=False)
     assert done.returncode in (0, 1), done.stderr
@@ -156,7 +156,7 @@ def test_write_puts_exactly_the_image_on_a_junk_filled_device(worker: Worker, di
     assert rc == 0 and error is None, output
     assert f"({cpus} slices," in output or (cpus == 1 and "(1 slices," in output)
     zeroing = int(Path(f"/sys/class/block/{Path(volume).name}/queue/write_zeroes_max_bytes").read_text()) > 0
-    assert result == {"device": volume, "volume_bytes": 700 * MiB, "direct": "on", "zeroed_ahead": "yes" if zeroing else "no"}
+    assert result == {"device": volume, "volume_bytes": 700 * MiB, "direct_io": True, "zeroed_ahead": zeroing}
     assert "progress 100%" in output
     assert _same(raw, volume, vsize)
     rc, result, error, output = worker.script("verify", DEVICE=volume, FORMAT="qcow2", VSIZE=vsize)
@@ -167,12 +167,12 @@ def test_write_puts_exactly_the_image_on_a_junk_filled_device(worker: Worker, di
 def test_write_onto_a_file_volume_zeroes_the_holes_itself(worker: Worker, disk: tuple[Path, Path, int], tmp_path: Path) -> None:
     """Local mode without loop devices: the volume is a regular file, no zeroing ahead."""
     image, raw, vsize = disk
-    target = tmp_path / "file-volume"
+    target = tmp_path / 'file "volume", with \\ odd characters'  # JSON-quoted in the specs
     target.write_bytes(b"\xa5" * (640 * MiB))
     worker.image(image)
     rc, result, error, output = worker.script("write", DEVICE=str(target), FORMAT="qcow2", VSIZE=vsize)
     assert rc == 0 and error is None, output
-    assert result is not None and result["zeroed_ahead"] == "no" and result["direct"] == "off"
+    assert result is not None and result["zeroed_ahead"] is False and result["direct_io"] is False
     assert _same(raw, str(target), vsize)
 
 
@@ -217,3 +217,21 @@ def test_a_number_for_shell_arithmetic_must_be_an_integer(key: str, value: objec
     with pytest.raises(ValueError, match=f"script variable {key} must be a non-negative integer"):
         build_script("download", {"RUN": "x" * 12, key: value})  # type: ignore[dict-item]
     assert build_script("download", {"RUN": "x" * 12, key: 7}).count(f"{key}=7\n") == 1
+
+
+@needs_loop
+def test_write_never_opens_a_backing_file_that_got_past_the_checks(worker: Worker, volume: str, tmp_path: Path) -> None:
+    """Defence in depth: inspection and check_qemu_info refuse a backing file before the write,
+    but the write itself opens the image with "backing": null, so a host file named as backing
+    file could not reach the volume even if they failed."""
+    marker = os.urandom(64) * (MiB // 64)
+    host_file = tmp_path / "host-secret.raw"
+    host_file.write_bytes(marker)
+    image = tmp_path / "hostile.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(host_file), "-F", "raw", str(image), "64M"], check=True)
+    worker.image(image)
+    rc, _, error, output = worker.script("write", DEVICE=volume, FORMAT="qcow2", VSIZE=64 * MiB)
+    assert rc == 0 and error is None, output
+    with open(volume, "rb") as dev:
+        written = dev.read(64 * MiB)
+    assert marker[:4096] not in written and written[:MiB] == bytes(MiB)  # zeros, not the host file

@@ -99,7 +99,7 @@ def write_image(ctx: StepContext) -> dict[str, Any]:
         )
         .result
     )
-    log.info("Image written and flushed (direct I/O %s, zeroed ahead: %s)", result.get("direct"), result.get("zeroed_ahead"))
+    log.info("Image written and flushed (direct I/O: %s, zeroed ahead: %s)", result.get("direct_io"), result.get("zeroed_ahead"))
     return result
 
 

@@ -6,10 +6,10 @@
 dev=$(readlink -f "$DEVICE")
 if [ -b "$dev" ]; then  # sizes from sysfs: no sudo (each costs ~15 ms)
     queue=/sys/class/block/${dev##*/}
-    size=$(($(cat "$queue/size") * 512)); protocol=host_device; direct=on
+    size=$(($(cat "$queue/size") * 512)); protocol=host_device; direct=true
 else
     [ -f "$dev" ] || fail "the volume is not attached at $DEVICE"
-    size=$(stat -c %s "$dev"); protocol=file; direct=off
+    size=$(stat -c %s "$dev"); protocol=file; direct=false
 fi
 [ "$size" -ge "$VSIZE" ] || fail "the volume ($size bytes) is smaller than the image ($VSIZE bytes)"
 slices() {
@@ -24,7 +24,15 @@ slices() {
         echo "$i $off $len"; off=$((off + len))
     done
 }
-# --image-opts for one slice of the image and of the volume (commas in paths doubled). The
-# volume is opened by several qemu-img at once, each on its own range: no image lock.
-source_opts() { echo "driver=raw,offset=$1,size=$2,file.driver=$FORMAT,file.file.driver=file,file.file.filename=${IMG//,/,,}"; }
-volume_opts() { echo "driver=raw,offset=$1,size=$2,file.driver=$protocol,file.filename=${dev//,/,,},file.locking=off,file.cache.direct=$direct"; }
+# json: specs of one slice of the image and of the volume. JSON rather than --image-opts: only
+# JSON can say "backing": null, so qemu-img opens no backing file even if an image naming one
+# got past the checks before. The volume is opened by several qemu-img at once, each on its own
+# range: no image lock.
+quote() { local s=${1//\\/\\\\}; printf '"%s"' "${s//\"/\\\"}"; }
+backing=""; case $FORMAT in qcow2 | vmdk) backing='"backing":null,' ;; esac
+source_spec() {
+    echo "json:{\"driver\":\"raw\",\"offset\":$1,\"size\":$2,\"file\":{\"driver\":\"$FORMAT\",$backing\"file\":{\"driver\":\"file\",\"filename\":$(quote "$IMG")}}}"
+}
+volume_spec() {
+    echo "json:{\"driver\":\"raw\",\"offset\":$1,\"size\":$2,\"file\":{\"driver\":\"$protocol\",\"filename\":$(quote "$dev"),\"locking\":\"off\",\"cache\":{\"direct\":$direct}}}"
+}

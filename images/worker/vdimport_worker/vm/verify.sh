@@ -3,8 +3,7 @@
 # kept of the write.
 pids=()
 while read -r i off len; do
-    sudo qemu-img compare --image-opts "$(source_opts "$off" "$len")" "$(volume_opts "$off" "$len")" \
-        > "$WORK/verify.$i" 2>&1 &
+    sudo qemu-img compare "$(source_spec "$off" "$len")" "$(volume_spec "$off" "$len")" > "$WORK/verify.$i" 2>&1 &
     pids+=("$i:$off:$!")
 done < <(slices)
 differs="" broken=""

@@ -10,12 +10,11 @@ if [ -b "$dev" ] && [ "$(cat "$queue/queue/write_zeroes_max_bytes" 2>/dev/null |
 fi
 flags=(-n -W -m 8); [ "$zeroed" = no ] || flags+=(--target-is-zero)
 n=$(slices | wc -l)
-echo "writing $VSIZE bytes of $FORMAT onto $DEVICE ($n slices, direct I/O $direct, zeroed ahead: $zeroed)"
+echo "writing $VSIZE bytes of $FORMAT onto $DEVICE ($n slices, direct I/O: $direct, zeroed ahead: $zeroed)"
 convert() {
     local i off len pids=() rc=0
     while read -r i off len; do
-        sudo qemu-img convert -p "${flags[@]}" --image-opts "$(source_opts "$off" "$len")" \
-            --target-image-opts "$(volume_opts "$off" "$len")" 2>&1 |
+        sudo qemu-img convert -p "${flags[@]}" "$(source_spec "$off" "$len")" "$(volume_spec "$off" "$len")" 2>&1 |
             awk -v s="$i" 'BEGIN { RS = "[\r\n]" } NF { print s, $0; fflush() }' &
         pids+=($!)
     done < <(slices)
@@ -34,4 +33,4 @@ convert | awk -v n="$n" -v err="$WORK/write.err" 'BEGIN { next_p = 10; printf ""
 # global sync: it would wait for every dirty page, e.g. the image just downloaded to the slow
 # boot volume.
 [ ! -b "$dev" ] || sudo blockdev --flushbufs "$dev"
-result "{\"device\":\"$DEVICE\",\"volume_bytes\":$size,\"direct\":\"$direct\",\"zeroed_ahead\":\"$zeroed\"}"
+result "{\"device\":$(quote "$DEVICE"),\"volume_bytes\":$size,\"direct_io\":$direct,\"zeroed_ahead\":$([ "$zeroed" = yes ] && echo true || echo false)}"
