@@ -190,7 +190,7 @@ def serve(workdir: Path, port: int, config: Mapping[str, str], host: str = "127.
             except ValueError:
                 parsed = answer.decode(errors="replace")[:2000]
             event: dict[str, Any] = {}
-            with contextlib.suppress(ValueError, AttributeError, TypeError):
+            with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):  # a malformed event is recorded too
                 raw = json.loads(body)
                 event = {
                     "eventID": raw.get("eventID"),

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import oci
+from hostilekit import file_contains  # noqa: F401 - re-exported: the marker scan lives with the hostile images
 
 from vdimport_local.emulator.client import EmulatorHandle
 from vdimport_local.pipeline import ImportOutcome, run_import
@@ -213,29 +214,3 @@ def volume_files(emu: EmulatorHandle) -> list[Path]:
         except Exception:  # a deleted volume may have no backing file any more
             continue
     return sorted(p for p in paths if p.is_file())
-
-
-def file_contains(path: Path, needle: bytes, chunk: int = 8 << 20) -> bool:
-    """Whether ``needle`` occurs in the file; only its data extents are read (volumes are sparse)."""
-    overlap = max(len(needle) - 1, 0)
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        position = 0
-        while position < size:
-            try:
-                start = os.lseek(f.fileno(), position, os.SEEK_DATA)
-            except OSError:  # ENXIO: only a hole is left
-                return False
-            end = os.lseek(f.fileno(), start, os.SEEK_HOLE)
-            f.seek(start)
-            tail = b""
-            while start < end:
-                block = f.read(min(chunk, end - start))
-                if not block:
-                    break
-                if needle in tail + block:
-                    return True
-                tail = block[-overlap:] if overlap else b""
-                start += len(block)
-            position = end
-    return False

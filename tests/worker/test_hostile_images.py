@@ -12,143 +12,41 @@ test proves the marker is on no volume of the whole session.
 from __future__ import annotations
 
 import json
-import os
-import struct
 import subprocess
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from importkit import Importer, assert_no_volume_made, assert_nothing_leaked, file_contains, new_run_id, volume_files
+from hostilekit import (
+    Host,
+    empty,
+    file_contains,
+    make_host,
+    ova_backing_qcow2,
+    ova_parent_member,
+    ova_two_disks,
+    plain_qcow2,
+    qcow2_backing,
+    qcow2_data_file,
+    qcow2_huge,
+    random_bytes,
+    text_file,
+    truncated,
+    vmdk_flat_descriptor,
+    vmdk_sparse_with_flat_extent,
+)
+from importkit import Importer, assert_no_volume_made, assert_nothing_leaked, new_run_id, volume_files
 
-from vdimport_local.diskimages import convert, make_ova
 from vdimport_local.emulator.client import EmulatorHandle
 from vdimport_local.pipeline import STEP_ORDER, run_import
 from vdimport_worker.cli import EXIT_REJECTED
 
-MIB = 1 << 20
-MARKER_SIZE = MIB
-
-
-@dataclass(frozen=True)
-class Host:
-    """Files of the host the hostile images point at, and a small real disk to damage."""
-
-    marker: bytes  # random bytes that must never appear on a volume
-    marker_file: Path  # a host file holding them
-    disk: Path  # a small GPT disk (ext4 with files) as raw
-
 
 @pytest.fixture(scope="session")
 def host(tmp_path_factory: pytest.TempPathFactory, small_disk: Path) -> Host:
-    where = tmp_path_factory.mktemp("hostile")
-    marker = b"VDIMPORT-HOST-SECRET-" + os.urandom(32).hex().encode()
-    marker_file = where / "host-secret.raw"
-    marker_file.write_bytes(marker * (MARKER_SIZE // len(marker)) + b"\0" * (MARKER_SIZE % len(marker)))
-    return Host(marker, marker_file, small_disk)
-
-
-def qemu_img(*args: str) -> None:
-    subprocess.run(["qemu-img", *args], check=True, capture_output=True)
-
-
-# --- the hostile images: each builder returns the file to upload ------------------------------
-def qcow2_backing(host: Host, out: Path) -> Path:
-    qemu_img("create", "-q", "-f", "qcow2", "-b", str(host.marker_file), "-F", "raw", str(out))
-    return out
-
-
-def qcow2_data_file(host: Host, out: Path) -> Path:
-    data = out.with_name(out.name + ".data")
-    qemu_img("create", "-q", "-f", "qcow2", "-o", f"data_file={data}", str(out), str(MARKER_SIZE))
-    data.write_bytes(host.marker_file.read_bytes())  # the image's "disk" is now a host file full of the marker
-    return out
-
-
-def vmdk_flat_descriptor(host: Host, out: Path) -> Path:
-    out.write_text(
-        '# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType="monolithicFlat"\n\n'
-        f'RW {MARKER_SIZE // 512} FLAT "{host.marker_file}" 0\n\nddb.virtualHWVersion = "4"\nddb.adapterType = "ide"\n'
-    )
-    return out
-
-
-def vmdk_sparse_with_flat_extent(host: Host, out: Path) -> Path:
-    """A real monolithicSparse VMDK whose embedded descriptor gained a FLAT extent on a host path."""
-    qemu_img("create", "-q", "-f", "vmdk", "-o", "subformat=monolithicSparse", str(out), str(MARKER_SIZE))
-    data = bytearray(out.read_bytes())
-    desc_sector, desc_sectors = struct.unpack_from("<QQ", data, 28)  # the descriptor's place in the sparse header
-    start, end = desc_sector * 512, (desc_sector + desc_sectors) * 512
-    own = f'RW {MARKER_SIZE // 512} SPARSE "{out.name}"'.encode()
-    region = bytes(data[start:end]).replace(own, own + f'\nRW {MARKER_SIZE // 512} FLAT "{host.marker_file}" 0'.encode(), 1)
-    assert own in data and not region[end - start :].strip(b"\0"), "test setup: the descriptor has no room"
-    data[start:end] = region[: end - start]
-    out.write_bytes(bytes(data))
-    return out
-
-
-def qcow2_huge(host: Host, out: Path) -> Path:
-    qemu_img("create", "-q", "-f", "qcow2", "-o", "cluster_size=2M", str(out), "1P")
-    return out
-
-
-def plain_qcow2(host: Host, out: Path) -> Path:
-    return convert(host.disk, "qcow2", out)
-
-
-def truncated(fmt: str) -> Callable[[Host, Path], Path]:
-    """The small disk in ``fmt``, cut to 60% of its length (as an interrupted upload leaves it)."""
-
-    def build(host: Host, out: Path) -> Path:
-        whole = convert(host.disk, fmt, out.with_name("whole-" + out.name))
-        data = whole.read_bytes()
-        out.write_bytes(data[: len(data) * 6 // 10])
-        return out
-
-    return build
-
-
-def random_bytes(host: Host, out: Path) -> Path:
-    out.write_bytes(os.urandom(3 * MIB))
-    return out
-
-
-def text_file(host: Host, out: Path) -> Path:
-    out.write_text("This is not a disk image.\n" * 5000)
-    return out
-
-
-def empty(host: Host, out: Path) -> Path:
-    out.write_bytes(b"")
-    return out
-
-
-def _ova(out: Path, members: list[tuple[Path, str]]) -> Path:
-    ovf = out.with_name("appliance.ovf")
-    ovf.write_text('<?xml version="1.0"?><Envelope/>\n')
-    with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as tar:
-        tar.add(ovf, arcname=ovf.name)
-        for path, name in members:
-            tar.add(path, arcname=name)
-    return out
-
-
-def ova_two_disks(host: Host, out: Path) -> Path:
-    one = convert(host.disk, "vmdk-stream", out.with_name("disk1.vmdk"))
-    two = convert(host.disk, "vmdk-stream", out.with_name("disk2.vmdk"))
-    return make_ova(one, out, extra_disks=[two])
-
-
-def ova_parent_member(host: Host, out: Path) -> Path:
-    disk = convert(host.disk, "vmdk-stream", out.with_name("disk1.vmdk"))
-    return _ova(out, [(disk, "../../disk1.vmdk")])
-
-
-def ova_backing_qcow2(host: Host, out: Path) -> Path:
-    return _ova(out, [(qcow2_backing(host, out.with_name("disk1.qcow2")), "disk1.qcow2")])
+    return make_host(tmp_path_factory.mktemp("hostile"), small_disk)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ class Settings:
     event_retry_seconds: float = 1.0  # first back-off when an event delivery fails
     par_max_hours: float = 24 * 7
     par_bytes_per_second: int = 0  # 0: unlimited; else each PAR download is paced to this rate
+    keep_deleted_volume_files: bool = False  # True: DeleteVolume moves the backing file to volumes/deleted/ (tests scan it)
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply ``values`` all or nothing: a bad one leaves every setting as it was."""

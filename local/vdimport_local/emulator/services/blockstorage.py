@@ -252,7 +252,11 @@ def delete_volume(request: Request) -> Response:
     attached = active_attachments(em.store, volume["id"])
     if attached:
         raise conflict(f"Volume {volume['id']} is attached ({attached[0]['id']} is {attached[0]['lifecycleState']}); detach it first")
-    Path(volume["_path"]).unlink(missing_ok=True)
+    path = Path(volume["_path"])
+    if em.settings.keep_deleted_volume_files and path.exists():  # what the volume held stays inspectable
+        (path.parent / "deleted").mkdir(exist_ok=True)
+        path.replace(path.parent / "deleted" / path.name)
+    path.unlink(missing_ok=True)
     for assignment in _assignments_of(em.store, volume["id"]):
         em.store.remove(POLICY_ASSIGNMENT, assignment["id"])
     em.store.set_state(VOLUME, volume, "TERMINATING")
