@@ -36,7 +36,9 @@ tasks too, so with a pool on launch_worker..terminate_worker a third run's launc
 takes the slot that a first run's finished launch_worker just released, and three VMs exist.
 All step tasks run in the pool ``VDIMPORT_STEP_POOL`` (default ``default_pool``), which an
 operator may size to cap concurrently running step pods/processes; it is not the VM cap.
-Tasks use weight rule ``upstream``, so steps of runs further along start first.
+Tasks use weight rule ``upstream``, so steps of runs further along start first. Give the pool
+at least as many slots as the VM cap: with fewer, a run holding a VM can wait for a slot while
+the VM idles (the soak in ``tests/soak`` checks both limits are reached, neither exceeded).
 
 **Retries and timeouts.** Every step retries (``VDIMPORT_STEP_RETRIES``, cleanup
 ``VDIMPORT_CLEANUP_RETRIES``) with exponential backoff; each has an execution timeout sized to
