@@ -11,6 +11,7 @@ from emulator_helpers import FAST_WAIT, NO_RETRY, SUBNET, error_of, instance_hom
 from oci.core.models import (
     AttachParavirtualizedVolumeDetails,
     CreateVnicDetails,
+    InstanceOptions,
     InstanceSourceViaImageDetails,
     LaunchInstanceShapeConfigDetails,
 )
@@ -159,6 +160,14 @@ def test_launch_validation(compute, ads, compartment, image_id, overrides, statu
     err = error_of(compute.launch_instance, launch_details(compartment, ads[0], image_id, **overrides))
     assert (err.status, err.code) == (status, code), err.message
     assert compute.list_instances(compartment).data == []
+
+
+def test_legacy_imds_endpoints_are_kept_as_asked(compute, ads, compartment, image_id) -> None:
+    default = compute.launch_instance(launch_details(compartment, ads[0], image_id)).data
+    assert default.instance_options.are_legacy_imds_endpoints_disabled is False
+    v2_only = InstanceOptions(are_legacy_imds_endpoints_disabled=True)
+    hardened = compute.launch_instance(launch_details(compartment, ads[0], image_id, instance_options=v2_only)).data
+    assert compute.get_instance(hardened.id).data.instance_options.are_legacy_imds_endpoints_disabled is True
 
 
 def test_fixed_and_default_memory_shapes_launch(compute, ads, compartment, image_id) -> None:

@@ -83,6 +83,9 @@ def _launch_details(ctx: StepContext, ad: str, image_id: str) -> Any:
             is_monitoring_disabled=False,
             plugins_config=[models.InstanceAgentPluginConfigDetails(name=RUN_COMMAND_PLUGIN, desired_state="ENABLED")],
         ),
+        # IMDS v2 only: v1 answers any process on the VM without a header, the classic SSRF path
+        # to instance metadata (the worker parses hostile images)
+        instance_options=models.InstanceOptions(are_legacy_imds_endpoints_disabled=True),
         freeform_tags=ctx.names.tags("worker"),
     )
 

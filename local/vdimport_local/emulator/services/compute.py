@@ -441,6 +441,13 @@ def _metadata(body: dict[str, Any]) -> dict[str, str]:
     return dict(metadata)
 
 
+def _instance_options(body: dict[str, Any]) -> dict[str, Any]:
+    options = body.get("instanceOptions") or {}
+    if not isinstance(options, dict):
+        raise invalid("instanceOptions must be an object")
+    return {"areLegacyImdsEndpointsDisabled": optional_bool(options, "areLegacyImdsEndpointsDisabled")}
+
+
 def _agent_config(body: dict[str, Any]) -> dict[str, Any]:
     config = body.get("agentConfig") or {}
     if not isinstance(config, dict):
@@ -496,6 +503,7 @@ def launch_instance(request: Request) -> Response:
     vnic_details = _vnic_details(body)
     metadata = _metadata(body)
     agent_config = _agent_config(body)
+    instance_options = _instance_options(body)
     fault_domain = optional_str(body, "faultDomain") or "FAULT-DOMAIN-1"
     if fault_domain not in ("FAULT-DOMAIN-1", "FAULT-DOMAIN-2", "FAULT-DOMAIN-3"):
         raise invalid(f"Invalid faultDomain {fault_domain!r}")
@@ -523,7 +531,7 @@ def launch_instance(request: Request) -> Response:
         "ipxeScript": None,
         "launchMode": "PARAVIRTUALIZED",
         "launchOptions": _launch_options(),
-        "instanceOptions": {"areLegacyImdsEndpointsDisabled": False},
+        "instanceOptions": instance_options,
         "availabilityConfig": {"isLiveMigrationPreferred": None, "recoveryAction": "RESTORE_INSTANCE"},
         "preemptibleInstanceConfig": None,
         "lifecycleState": "PROVISIONING",
