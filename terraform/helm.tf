@@ -97,6 +97,7 @@ resource "helm_release" "vdimport" {
       { name = "oci.bucketName", value = oci_objectstorage_bucket.images.name },
       { name = "stepRunner.image.repository", value = local.worker_image_repository },
       { name = "airflow.namespace", value = local.airflow_namespace },
+      { name = "maxVolumeGb", value = tostring(var.max_volume_gb) },
     ],
     var.worker_image_tag == "" ? [] : [{ name = "stepRunner.image.tag", value = var.worker_image_tag }],
   )

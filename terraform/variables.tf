@@ -395,6 +395,17 @@ variable "worker_image_tag" {
   }
 }
 
+variable "max_volume_gb" {
+  type        = number
+  description = "Largest volume one import may create, in GB (the vdimport chart's maxVolumeGb). An image's header alone sets its volume's size, so this caps what one upload can cost; a larger image fails at inspect_object before anything is created."
+  default     = 32768
+
+  validation {
+    condition     = var.max_volume_gb >= 50 && var.max_volume_gb <= 32768 && floor(var.max_volume_gb) == var.max_volume_gb
+    error_message = "max_volume_gb must be a whole number of GB from 50 (OCI's smallest volume) to 32768 (its largest)."
+  }
+}
+
 variable "function_image_tag" {
   type        = string
   description = "Tag of the function image in <name_prefix>/vdimport-function. The function, its Events rule and its deployment pipeline are created only once this is set, because OCI Functions needs the image to exist (README.md: first apply, push, second apply)."

@@ -221,6 +221,7 @@ def test_step_runner_accepts_the_example_configmap_as_the_values_say(renders: di
     assert config.worker_image_id == (vm["imageId"] or None)
     assert (config.worker_shape, config.worker_ocpus, config.worker_memory_gb) == (vm["shape"], vm["ocpus"], vm["memoryGb"])
     assert (config.write_vpus_per_gb, config.download_streams) == (vm["writeVpusPerGb"], vm["downloadStreams"])
+    assert config.max_volume_gb == r.values["maxVolumeGb"]
     defaults = worker_config.Deadlines()
     for name in worker_config.DEADLINE_NAMES:
         assert getattr(config.deadlines, name) == r.values["deadlineSeconds"].get(name, getattr(defaults, name))
@@ -388,6 +389,7 @@ BAD_VALUES = [
     ("cidr-without-prefix", {"networkPolicy": {"egressCidrs": ["0.0.0.0"]}}, "/networkPolicy/egressCidrs/0"),
     ("no-rbac-subjects", {"rbac": {"subjects": []}}, "/rbac/subjects"),
     ("pool-slots-zero", {"dag": {"stepPool": {"slots": 0}}}, "/dag/stepPool/slots"),
+    ("volume-cap-below-oci-minimum", {"maxVolumeGb": 10}, "/maxVolumeGb"),
 ]
 
 

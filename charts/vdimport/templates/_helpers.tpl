@@ -90,6 +90,7 @@ app.kubernetes.io/part-of: vdimport
 {{- $_ := set $env "VDIMPORT_WORKER_MEMORY_GB" (include "vdimport.envValue" $v.workerVm.memoryGb) }}
 {{- $_ := set $env "VDIMPORT_WRITE_VPUS_PER_GB" (include "vdimport.envValue" $v.workerVm.writeVpusPerGb) }}
 {{- $_ := set $env "VDIMPORT_DOWNLOAD_STREAMS" (include "vdimport.envValue" $v.workerVm.downloadStreams) }}
+{{- $_ := set $env "VDIMPORT_MAX_VOLUME_GB" (include "vdimport.envValue" $v.maxVolumeGb) }}
 {{- range $name, $seconds := $v.deadlineSeconds }}
 {{- $_ := set $env (printf "VDIMPORT_%s_TIMEOUT_SECONDS" (upper $name)) (include "vdimport.envValue" $seconds) }}
 {{- end }}

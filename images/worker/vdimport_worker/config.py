@@ -51,6 +51,7 @@ class WorkerConfig:
     worker_memory_gb: float = 16.0
     write_vpus_per_gb: int = 30  # performance level while writing; tuned to the request after
     download_streams: int = 8
+    max_volume_gb: int = 32768  # the operator's cap on one import's volume (cost); OCI's own limit by default
     poll_max_seconds: float = 10.0
     retry_base_seconds: float = 1.0  # first back-off of the SDK's retries (throttling, 5xx)
     deadlines: Deadlines = field(default_factory=Deadlines)
@@ -113,6 +114,7 @@ class WorkerConfig:
             "worker_memory_gb": number("WORKER_MEMORY_GB", 16, 1, 1024),
             "write_vpus_per_gb": int(vpus) // 10 * 10,
             "download_streams": int(number("DOWNLOAD_STREAMS", 8, 1, 64)),
+            "max_volume_gb": int(number("MAX_VOLUME_GB", 32768, 50, 32768)),
             "poll_max_seconds": number("POLL_MAX_SECONDS", 10, 0.05, 120),
             "retry_base_seconds": number("RETRY_BASE_SECONDS", 1, 0.001, 30),
         }

@@ -96,6 +96,8 @@ def _plan(ctx: StepContext, request: ImportRequest, virtual_size: int) -> dict[s
     size_gb = volume_size_gb(virtual_size)
     if size_gb > MAX_VOLUME_GB:
         raise Rejected(f"the image needs {size_gb} GB, more than the largest block volume ({MAX_VOLUME_GB} GB)")
+    if size_gb > ctx.config.max_volume_gb:  # an image's header alone decides the size: the operator caps the cost
+        raise Rejected(f"the image needs a {size_gb} GB volume, more than this deployment allows ({ctx.config.max_volume_gb} GB)")
     compartment = opts.compartment_id or ctx.config.compartment_id
     ads = [ad.name for ad in list_all(ctx.clients.identity.list_availability_domains, ctx.clients.tenancy or compartment)]
     if not ads:
