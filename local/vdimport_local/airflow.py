@@ -24,6 +24,7 @@ import os
 import secrets
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -129,6 +130,12 @@ class LocalAirflow:
         )
         if migrate.returncode != 0:
             raise AirflowError(f"airflow db migrate failed:\n{migrate.stdout[-3000:]}")
+        # Write-ahead log: readers no longer block writers. With SQLite's rollback journal a burst
+        # of triggered runs (55 uploads at once in tests/security) once crashed the scheduler with
+        # "database is locked". (A longer busy timeout is no cure: it turned the same contention
+        # into minute-long stalls of the single api-server process.)
+        with contextlib.closing(sqlite3.connect(home / "airflow.db")) as db:
+            db.execute("PRAGMA journal_mode=WAL")
         try:
             for component in COMPONENTS:
                 instance._spawn(component, environment)
