@@ -10,15 +10,14 @@ process of the stack left on the machine.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from stackkit import cli, stack_processes
 
 from vdimport_local import procs
 from vdimport_local.airflow import free_port
@@ -36,13 +35,7 @@ class Local:
     raw: Path  # the disk every image here holds
 
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "vdimport_local.cli", "--home", str(self.home), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return cli(self.home, *args, timeout=timeout)
 
     def import_json(self, *args: str) -> tuple[int, dict[str, Any], str]:
         done = self.run("import", *args, "--wait", "--json")
@@ -50,23 +43,6 @@ class Local:
             return done.returncode, json.loads(done.stdout), done.stderr
         except ValueError:
             raise AssertionError(f"import --json printed no JSON (exit {done.returncode}):\n{done.stdout}\n{done.stderr}") from None
-
-
-def _stack_processes(home: Path) -> list[int]:
-    """Every process on the machine whose command line names the stack's home or its recorded ports."""
-    needle = str(home).encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if needle in cmdline or needle in environ:
-            found.append(int(entry.name))
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +137,7 @@ def test_down_leaves_nothing_running(local: Local) -> None:
     assert done.returncode == 0, done.stderr
     assert "nothing left running" in done.stdout
     assert [pid for pid, start in everything.items() if procs.alive(pid, start)] == []
-    assert _stack_processes(local.home) == []
+    assert stack_processes(local.home) == []
     assert not (local.home / "stack.json").exists()
     status = local.run("status")
     assert status.returncode == 3 and "NOT fully running" in status.stdout

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from securitykit import (
     record,
     run_corpus,
 )
+from stackkit import cli, stack_processes
 
 from vdimport_local import procs
 from vdimport_local.airflow import free_port
@@ -67,13 +67,7 @@ class Local:
     host: Host
 
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "vdimport_local.cli", "--home", str(self.home), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return cli(self.home, *args, timeout=timeout)
 
     @property
     def stack(self) -> LocalStack:
@@ -341,20 +335,6 @@ def test_nothing_left_in_the_emulator(local: Local, outcomes: dict[str, Outcome]
     assert {v["id"] for v in resources["volumes"]} == imported
 
 
-def _stack_processes(home: Path) -> list[int]:
-    needle = str(home).encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle in (entry / "cmdline").read_bytes() or needle in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
 def test_down_leaves_nothing_running(local: Local) -> None:
     """Last: ``down`` stops every process of the stack (by PID and by command line)."""
     state = json.loads((local.home / "stack.json").read_text())
@@ -363,4 +343,4 @@ def test_down_leaves_nothing_running(local: Local) -> None:
     done = local.run("down")
     assert done.returncode == 0, done.stderr
     assert [pid for pid, start in everything.items() if procs.alive(pid, start)] == []
-    assert _stack_processes(local.home) == []
+    assert stack_processes(local.home) == []

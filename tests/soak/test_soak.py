@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stackkit import cli, stack_processes
 
 from vdimport_local import procs
 from vdimport_local.airflow import LocalAirflow, free_port
@@ -94,13 +95,7 @@ class Soak:
         return LocalStack(self.home)
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return _cli(self.home, *args, timeout=timeout)
-
-
-def _cli(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``vdimport-local --home HOME ARGS`` as a user runs it."""
-    command = [sys.executable, "-m", "vdimport_local.cli", "--home", str(home), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        return cli(self.home, *args, timeout=timeout)
 
 
 def _build_disk(workdir: Path, index: int) -> Disk:
@@ -124,26 +119,11 @@ def _build_disk(workdir: Path, index: int) -> Disk:
     return Disk(index, fmt, image, len(expected), hashlib.sha256(expected).hexdigest(), args)
 
 
-def _stack_processes(home: Path) -> list[int]:
-    """Every process on the machine whose command line or environment names the stack's home."""
-    needle = str(home).encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle in (entry / "cmdline").read_bytes() or needle in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
 @pytest.fixture(scope="module")
 def soak(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Soak]:
     workdir = tmp_path_factory.mktemp("soak")
     home = workdir / "home"
-    up = _cli(home, "up", "--lifecycle-seconds", "0.2", "--max-worker-vms", str(MAX_VMS), "--airflow-port", str(free_port()), timeout=600)
+    up = cli(home, "up", "--lifecycle-seconds", "0.2", "--max-worker-vms", str(MAX_VMS), "--airflow-port", str(free_port()), timeout=600)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         airflow = LocalStack(home).airflow()
@@ -160,7 +140,7 @@ def soak(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Soak]:
             env.disks = list(builders.map(lambda i: _build_disk(workdir, i), range(COUNT)))
         yield env
     finally:
-        _cli(home, "down")
+        cli(home, "down")
 
 
 def _epoch(stamp: str | None) -> float | None:
@@ -349,4 +329,4 @@ def test_down_leaves_nothing_running(soak: Soak) -> None:
     done = soak.cli("down")
     assert done.returncode == 0 and "nothing left running" in done.stdout, done.stdout + done.stderr
     assert [pid for pid, start in everything.items() if procs.alive(pid, start)] == []
-    assert _stack_processes(soak.home) == []
+    assert stack_processes(soak.home) == []
