@@ -5,7 +5,9 @@
 private ``AIRFLOW_HOME`` (SQLite metadata database, logs, the admin password), listening on
 a free loopback port only. It waits until the health endpoint reports every component
 healthy and the expected DAGs are parsed without import errors. Login: the simple auth
-manager with one admin user whose password is known (``admin``/``admin`` by default).
+manager with one admin user whose password is known (``admin``/``admin`` by default), or
+with ``auth_manager="fab"`` the FAB auth manager the official Helm chart deploys (the admin
+created with ``airflow users create --role Admin`` after the migration).
 
 ``stop()`` ends exactly the processes it started (checked by PID and start time, so a
 reused PID is never hit) and everything they started, including task and step subprocesses
@@ -43,6 +45,10 @@ DEFAULT_DAGS = REPO / "dags"
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
 INSTANCE_FILE = "instance.json"
 FINISHED_RUN_STATES = ("success", "failed")
+AUTH_MANAGERS = {
+    "simple": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+    "fab": "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",
+}
 
 
 class AirflowError(RuntimeError):
@@ -79,6 +85,8 @@ class LocalAirflow:
     password: str
     processes: dict[str, tuple[int, int]] = field(default_factory=dict)  # component -> (pid, start time)
     extra_users: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)  # name -> (role, password)
+    auth_manager: str = "simple"  # a key of AUTH_MANAGERS
+    environ: dict[str, str] = field(default_factory=dict, repr=False)  # of its processes (set by start)
     _popen: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
     _token: str | None = field(default=None, repr=False)
 
@@ -101,6 +109,7 @@ class LocalAirflow:
         password: str = "admin",  # noqa: S107 - a loopback-only development instance with a known login
         port: int = 0,
         extra_users: Mapping[str, tuple[str, str]] | None = None,
+        auth_manager: str = "simple",
         timeout: float = 180.0,
     ) -> LocalAirflow:
         """Start Airflow in ``home`` (created; an earlier database there is reused).
@@ -108,8 +117,12 @@ class LocalAirflow:
         ``env`` is the environment of every Airflow process (and so of the tasks and their
         step subprocesses; default: this process's); ``config`` adds ``AIRFLOW__SECTION__KEY``
         settings; ``pools`` are created or resized once the API is up; ``extra_users`` adds
-        logins (name -> (simple auth manager role, password)), e.g. a ``user`` for the function.
+        logins (name -> (role, password)), e.g. a ``user`` for the function. ``auth_manager``:
+        ``"simple"`` (roles ``admin``, ``user``, ...) or ``"fab"`` (FAB roles ``Admin``, ``User``,
+        ...; the users are created with ``airflow users create`` after ``airflow db migrate``).
         """
+        if auth_manager not in AUTH_MANAGERS:
+            raise ValueError(f"auth_manager must be one of {sorted(AUTH_MANAGERS)}, not {auth_manager!r}")
         home = Path(home).resolve()
         home.mkdir(parents=True, exist_ok=True)
         (home / "logs").mkdir(exist_ok=True)
@@ -117,8 +130,9 @@ class LocalAirflow:
             earlier = cls.attach(home)
             if any(earlier.running().values()):
                 raise AirflowError(f"an Airflow started in {home} is still running ({earlier.url}); stop it first")
-        instance = cls(home, port or free_port(), username, password, extra_users=dict(extra_users or {}))
+        instance = cls(home, port or free_port(), username, password, extra_users=dict(extra_users or {}), auth_manager=auth_manager)
         environment = instance._environment(Path(dags_folder).resolve(), env, config)
+        instance.environ = environment
         migrate = subprocess.run(
             [*_airflow_command(), "db", "migrate"],
             env=environment,
@@ -130,6 +144,8 @@ class LocalAirflow:
         )
         if migrate.returncode != 0:
             raise AirflowError(f"airflow db migrate failed:\n{migrate.stdout[-3000:]}")
+        if auth_manager == "fab":
+            instance._create_fab_users(environment)
         # Write-ahead log: readers no longer block writers. With SQLite's rollback journal a burst
         # of triggered runs (55 uploads at once in tests/security) once crashed the scheduler with
         # "database is locked". (A longer busy timeout is no cure: it turned the same contention
@@ -175,7 +191,7 @@ class LocalAirflow:
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__FERNET_KEY": keys["fernet"],
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+            "AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGERS[self.auth_manager],
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{name}:{role}" for name, (role, _) in logins.items()),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
@@ -189,8 +205,27 @@ class LocalAirflow:
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         }
+        if self.auth_manager != "simple":  # FAB keeps its users in the metadata database
+            del settings["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"], settings["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
         settings.update(config or {})
         return {**base, **settings}
+
+    def _create_fab_users(self, env: dict[str, str]) -> None:
+        """The admin (role ``Admin``) and the extra users in FAB's tables; an existing user is kept as it is."""
+        logins = {self.username: ("Admin", self.password), **self.extra_users}
+        for name, (role, password) in logins.items():
+            names = ["--email", f"{name}@vdimport.invalid", "--firstname", name, "--lastname", "local"]
+            create = subprocess.run(
+                [*_airflow_command(), "users", "create", "--role", role, "--username", name, "--password", password, *names],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            if create.returncode != 0:
+                raise AirflowError(f"airflow users create {name} (role {role}) failed:\n{create.stdout[-3000:]}")
 
     def _spawn(self, component: str, env: dict[str, str]) -> None:
         log = open(self.home / "logs" / f"{component}.log", "ab")  # noqa: SIM115 - the child holds it

@@ -261,10 +261,17 @@ def test_the_login_is_created_from_a_secret(values: dict[str, Any]) -> None:
     assert {r["name"] for r in refs.values()} == {"airflow-api-user"}
     script = job["args"][2]
     for var, key in (("AIRFLOW_USER_USERNAME", "username"), ("AIRFLOW_USER_PASSWORD", "password")):
-        assert refs[var]["key"] == key and f'"${var}"' in script
-    assert "airflow users create" in script and "{{" not in script
-    # the function only triggers runs: an Admin/Op login could edit the pods' connection
-    assert re.search(r"--role User\b", script) and "Admin" not in script and " Op" not in script
+        assert refs[var]["key"] == key and f'os.environ["{var}"]' in script
+    assert "{{" not in script  # the chart templates these args
+    # The function only triggers runs: under the chart's FAB auth manager its login gets the
+    # custom role vdimport-trigger, never a built-in role (User may delete runs and edit every
+    # DAG; Admin/Op could edit the pods' connection). tests/function/test_fab_role.py runs this
+    # script against a real Airflow with FAB and checks what the login may and may not do.
+    assert 'ROLE, DAG = "vdimport-trigger", "virtual_disk_import"' in script
+    assert "sm.add_user(" in script and "user.roles = [role]" in script
+    for builtin in ("Admin", "Op", "User", "Viewer"):
+        assert not re.search(rf"[\"']{builtin}[\"']|--role {builtin}\b", script), builtin
+    assert "can_delete" not in script
 
 
 def _quantity(value: str) -> float:
