@@ -46,4 +46,4 @@ down: setup ## stop the local stack (vdimport-local down)
 	$(BIN)/vdimport-local down
 
 clean: ## remove the virtualenvs and caches
-	rm -rf $(VENV) .venv-cli .venv-function .venv-checkov .venv-uv tools/hcl2json/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-cli .venv-function .venv-checkov .venv-uv tools/hcl2json/node_modules tools/playwright/node_modules .pytest_cache .mypy_cache .ruff_cache

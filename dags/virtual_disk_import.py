@@ -16,15 +16,38 @@ The step runner validates the request; the first step fails with a one-line caus
 command as a subprocess of the Airflow worker, with the worker's environment, the result file
 as XCom and the output in the task log: a plain Airflow without Kubernetes (local mode).
 
-**Cleanup never leaks.** ``terminate_worker`` has trigger rule ``all_done_min_one_success``
-over ``inspect_object``, ``launch_worker`` and ``detach_volume``: it runs once every step
-before it is finished, in whatever state, provided ``inspect_object`` succeeded, which is
-exactly when ``launch_worker`` was attempted (including a launch that failed halfway). When
-``inspect_object`` fails nothing was made and cleanup is marked upstream_failed. This is not
-an Airflow setup/teardown pair on purpose: a teardown is skipped when its setup failed,
-which is the "launch failed halfway" case. The steps after cleanup (``tune_volume`` onwards)
-need both ``detach_volume`` and ``terminate_worker`` to succeed, so a failure anywhere
-reaches the only leaf, ``report``, as upstream_failed, and the run ends failed.
+**Cleanup never leaks.** ``launch_worker`` is an Airflow *setup* task and ``terminate_worker``
+its *teardown*: the teardown runs once the steps before it are done, whatever their outcome,
+whenever the launch succeeded; Airflow also runs it (and waits for it before ending the run)
+when the run is **marked failed or successful** while it is running. A launch that fails or is
+stopped half-way terminates what it launched itself (the teardown does not run for a failed
+setup). When ``inspect_object`` fails nothing was made and nothing needs cleaning. What no task
+can catch (a run **deleted** while it ran, a killed scheduler, cleanup retries running out) the
+scheduled DAG ``vdimport_reaper`` removes. The steps after cleanup (``tune_volume`` onwards)
+need both ``detach_volume`` and ``terminate_worker`` to succeed, so a failure anywhere reaches
+the only leaf, ``report``, as upstream_failed, and the run ends failed.
+
+**Clear resumes.** Clearing a failed task in the UI (its defaults: with downstream tasks) also
+clears the setup and the teardown around it, as Airflow does for setup/teardown pairs, and the
+run finishes the import: each step checks that what earlier steps made still holds (the worker
+alive, the image downloaded onto *this* worker, the volume existing and attached, written and
+checked) and makes it again first when the cleanup removed it, so exactly one volume results.
+A volume that is verified and detached is **delivered and final**: clearing any task of a
+finished run (``detach_volume``, ``launch_worker``, the whole run) reports "already delivered"
+and touches nothing: no worker is launched, nothing is attached, written or detached, VPUs and
+backup policy stay as they are. Only attachments this run made are ever detached.
+
+**One run instance, one key.** ``inspect_object`` mints a 128-bit key that names and tags
+everything the run makes; clearing tasks keeps it, and a new run that re-uses a deleted run's
+id gets a new one, so it can never adopt the earlier run's volume.
+
+**The user learns the outcome.** The last task, ``outcome``, publishes the volume OCID, or the
+failed step and its one-line cause, with a link to the run, to the OCI Notifications topic of
+the step runner's ``VDIMPORT_NOTIFICATION_TOPIC_ID`` (nothing when unset), and fails when no
+volume was delivered. It is the teardown of a no-op setup ``begin`` with
+``on_failure_fail_dagrun``: it runs after any failure and when the run is marked failed or
+successful, and a run whose import did not deliver a volume ends failed (Airflow alone would
+call a run marked failed mid-way a success once its teardown ran: ``report`` is then skipped).
 
 **At most N worker VMs** (``VDIMPORT_MAX_WORKER_VMS``, default 4) through the DAG's
 ``max_active_runs``: each run has at most one VM, so N active runs mean at most N VMs, and
@@ -42,11 +65,8 @@ the VM idles (the soak in ``tests/soak`` checks both limits are reached, neither
 
 **Retries and timeouts.** Every step retries (``VDIMPORT_STEP_RETRIES``, cleanup
 ``VDIMPORT_CLEANUP_RETRIES``) with exponential backoff; each has an execution timeout sized to
-its work (``vdimport_dag.steps.STEP_TIMEOUTS``). Steps are idempotent, so a retry or a Clear
-never makes a second VM or volume while the run's worker exists. After a failed run,
-cleanup has terminated the worker and deleted the unfinished volume: Clear (with downstream)
-a failed ``terminate_worker`` or later step to finish the run; to redo the data path, Clear
-``launch_worker`` with its downstream tasks (a fresh worker is launched).
+its work (``vdimport_dag.steps.STEP_TIMEOUTS``). A step that finds the request or the image
+wrong fails at once (no retry): upload a fixed object instead.
 """
 
 from __future__ import annotations
@@ -55,10 +75,12 @@ from datetime import timedelta
 from itertools import pairwise
 from typing import Any
 
-from airflow.sdk import DAG, Param, TriggerRule
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, Param
+from vdimport_dag.operators import step_operator
 from vdimport_dag.settings import load_settings
-from vdimport_dag.steps import CLEANUP_STEP, FIRST_STEP, LAST_VM_STEP, LAUNCH_STEP, STEP_ORDER, STEP_TIMEOUTS, step_description
-from vdimport_dag.templating import MACROS, step_arguments, step_labels
+from vdimport_dag.steps import CLEANUP_STEP, LAST_VM_STEP, LAUNCH_STEP, STEP_ORDER, STEP_TIMEOUTS, step_description
+from vdimport_dag.templating import MACROS, record_failure
 
 DAG_ID = "virtual_disk_import"
 SETTINGS = load_settings()
@@ -167,27 +189,8 @@ def _task_kwargs(step: str) -> dict[str, Any]:
         "max_retry_delay": timedelta(seconds=SETTINGS.step_max_retry_delay_seconds),
         "pool": SETTINGS.step_pool,
         "weight_rule": "upstream",
-        "trigger_rule": TriggerRule.ALL_DONE_MIN_ONE_SUCCESS if cleanup else TriggerRule.ALL_SUCCESS,
+        "on_failure_callback": record_failure,  # the cause, for the outcome message
     }
-
-
-def _step_task(step: str) -> Any:
-    kwargs = _task_kwargs(step)
-    if SETTINGS.step_runner == "local":
-        from vdimport_dag.local_runner import LocalStepOperator
-
-        return LocalStepOperator(
-            step=step,
-            arguments=step_arguments(step),
-            labels=step_labels(step),
-            command=SETTINGS.local_step_command,
-            env_file=SETTINGS.local_env_file,
-            **kwargs,
-        )
-    from vdimport_dag.pods import kubernetes_step_task
-
-    timeout = kwargs["execution_timeout"].total_seconds()
-    return kubernetes_step_task(step, SETTINGS, timeout, **{k: v for k, v in kwargs.items() if k != "task_id"})
 
 
 with DAG(
@@ -203,15 +206,38 @@ with DAG(
     user_defined_macros=MACROS,
     tags=["vdimport"],
 ) as dag:
-    tasks = {step: _step_task(step) for step in STEP_ORDER}
+    tasks = {step: step_operator(step, SETTINGS, **_task_kwargs(step)) for step in STEP_ORDER}
     vm_steps = STEP_ORDER[: STEP_ORDER.index(LAST_VM_STEP) + 1]
     for before, after in pairwise(vm_steps):
         tasks[before] >> tasks[after]
-    # Cleanup: after the VM steps, whatever their outcome, once inspect_object succeeded.
-    for step in (FIRST_STEP, LAUNCH_STEP, LAST_VM_STEP):
-        tasks[step] >> tasks[CLEANUP_STEP]
+    # Setup and teardown: cleared together with any task between them, and the teardown runs
+    # after failures and when the run is marked failed or successful (a failed launch cleans
+    # up after itself). Its trigger rule is Airflow's ALL_DONE_SETUP_SUCCESS.
+    tasks[LAUNCH_STEP].as_setup()
+    tasks[LAST_VM_STEP] >> tasks[CLEANUP_STEP].as_teardown(setups=tasks[LAUNCH_STEP])
     # Finishing the volume needs a verified, detached volume and a clean cleanup.
     tail = STEP_ORDER[STEP_ORDER.index(CLEANUP_STEP) + 1 :]
     [tasks[LAST_VM_STEP], tasks[CLEANUP_STEP]] >> tasks[tail[0]]
     for before, after in pairwise(tail):
         tasks[before] >> tasks[after]
+    # The outcome, whatever happened, also when the run is marked failed or successful: a
+    # teardown (of a no-op setup before everything) that fails when no volume was delivered, so
+    # the run's state tells the truth, and a Clear anywhere brings it along to tell the new one.
+    begin = EmptyOperator(task_id="begin", doc_md="Nothing to do: the setup whose teardown is `outcome`.")
+    outcome = step_operator(
+        "outcome",
+        SETTINGS,
+        arguments=["outcome", "--state", "{{ vdimport_outcome(ti, params, dag_run) }}"],
+        task_id="outcome",
+        doc_md=(
+            "Publish the run's outcome (volume OCID, or the failed step and its cause) to OCI Notifications "
+            "when a topic is configured; fail when the import did not deliver a volume."
+        ),
+        execution_timeout=timedelta(minutes=15),
+        retries=SETTINGS.step_retries,
+        retry_delay=timedelta(seconds=SETTINGS.step_retry_delay_seconds),
+        pool=SETTINGS.step_pool,
+        weight_rule="upstream",
+    )
+    begin.as_setup() >> tasks[STEP_ORDER[0]]
+    tasks[tail[-1]] >> outcome.as_teardown(setups=begin, on_failure_fail_dagrun=True)

@@ -9,4 +9,4 @@ UV=${UV:-.venv-uv/bin/uv}
 # The function image: its own lock, held to the versions of the main lock.
 "$UV" pip compile -q --generate-hashes --python-version 3.11 -c requirements.lock images/function/requirements.in -o images/function/requirements.txt
 echo "locks updated: requirements.lock tools/oci-cli/requirements.lock tools/checkov/requirements.lock images/function/requirements.txt"
-echo "tools/hcl2json/package-lock.json: change the version in tools/hcl2json/package.json, then run npm install --package-lock-only there"
+echo "tools/hcl2json/package-lock.json, tools/playwright/package-lock.json: change the version in package.json there, then run npm install --package-lock-only"

@@ -2,12 +2,15 @@
 # Create the development environment: Debian packages the tests need, .venv from the
 # pinned lock, .venv-cli for the oci CLI (its pins conflict with Airflow's, so it lives
 # apart), .venv-function, the function image's packages for local mode, .venv-checkov
-# (checkov's pins conflict too) and tools/hcl2json/node_modules, HashiCorp's HCL parser
-# from npm for the Terraform tests. Idempotent: a second run with unchanged locks takes about a second.
+# (checkov's pins conflict too), tools/hcl2json/node_modules, HashiCorp's HCL parser
+# from npm for the Terraform tests, and tools/playwright/node_modules (playwright-core, which
+# drives Debian's chromium through the Airflow UI in tests/ui). Idempotent: a second run with
+# unchanged locks takes about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(qemu-utils e2fsprogs xfsprogs dosfstools mtools fdisk util-linux mount curl sudo ca-certificates)
+# chromium (and a font for readable screenshots): the browser tests/ui drives with playwright-core.
+APT_PACKAGES=(qemu-utils e2fsprogs xfsprogs dosfstools mtools fdisk parted util-linux mount curl sudo ca-certificates chromium fonts-liberation)
 UV_VERSION=0.13.9
 PYTHON=${PYTHON:-python3}
 
@@ -42,8 +45,13 @@ ensure_debian_packages() {
         exit 1
     fi
     say "installing Debian packages: ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # apt's chatter (debconf's "delaying package configuration" and the like) only when it fails
+    local log
+    log=$(apt-get update -qq 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" 2>&1) || {
+        printf '%s\n' "$log" >&2
+        say "apt-get install failed: ${missing[*]}"
+        exit 1
+    }
 }
 
 check_python() {
@@ -91,10 +99,11 @@ make_venv() {
     echo "$want" > "$stamp"
 }
 
-# tools/hcl2json/node_modules from its package-lock.json (npm ci: exactly the locked versions and
-# integrity hashes); afterwards the parser runs offline. The stamp holds the hash of both files.
-ensure_hcl2json() {
-    local dir=tools/hcl2json
+# tools/NAME/node_modules from its package-lock.json (npm ci: exactly the locked versions and
+# integrity hashes); afterwards the tool runs offline. The stamp holds the hash of both files.
+# playwright-core never downloads a browser (it drives Debian's chromium): PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD.
+ensure_node_tool() {
+    local dir=tools/$1
     local stamp="$dir/node_modules/.vdimport-setup"
     local want
     want=$(cat "$dir/package.json" "$dir/package-lock.json" | sha256sum | cut -d' ' -f1)
@@ -108,7 +117,7 @@ ensure_hcl2json() {
         exit 1
     fi
     say "installing $dir/node_modules from $dir/package-lock.json"
-    (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+    (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
     echo "$want" > "$stamp"
 }
 
@@ -120,5 +129,6 @@ make_venv .venv-cli tools/oci-cli/requirements.lock
 # The function runs locally with exactly its image's packages (no uvloop, unlike Airflow's venv).
 make_venv .venv-function images/function/requirements.txt images/function/pyproject.toml
 make_venv .venv-checkov tools/checkov/requirements.lock
-ensure_hcl2json
+ensure_node_tool hcl2json
+ensure_node_tool playwright
 say "ready: .venv ($(.venv/bin/python --version)), oci CLI $(.venv-cli/bin/oci --version), node $(node --version)"

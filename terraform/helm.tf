@@ -100,6 +100,9 @@ resource "helm_release" "vdimport" {
       { name = "maxVolumeGb", value = tostring(var.max_volume_gb) },
     ],
     var.worker_image_tag == "" ? [] : [{ name = "stepRunner.image.tag", value = var.worker_image_tag }],
+    # Import outcomes (notifications.tf): VDIMPORT_NOTIFICATION_TOPIC_ID, VDIMPORT_AIRFLOW_UI_URL.
+    var.import_notifications ? [{ name = "notifications.topicId", value = oci_ons_notification_topic.imports[0].id }] : [],
+    var.airflow_ui_url == "" ? [] : [{ name = "airflow.uiUrl", value = var.airflow_ui_url }],
   )
 
   set_list = concat(

@@ -6,7 +6,8 @@
 #
 # Who needs what (README.md has the table with the API calls behind each statement):
 #   step runner pods  OKE workload identity of ServiceAccount vdimport/vdimport-step-runner in
-#                     this cluster: worker VMs, volumes, Run Command, the bucket's objects and PARs
+#                     this cluster: worker VMs, volumes, Run Command, the bucket's objects and PARs,
+#                     publishing import outcomes to the notification topic
 #   worker VMs        dynamic group: fetch and report their own Run Command commands
 #   function          dynamic group: read the bucket's objects and the Airflow login secret
 #   OCI services      Functions (network, image pull), Events (invoke the function),
@@ -46,6 +47,14 @@ locals {
     # download_image, terminate_worker: create, list and delete the read-only PAR of the object.
     "Allow any-user to manage buckets in ${local.compartment} where all {${local.step_runner_workload}, ${local.import_bucket}, request.permission = 'PAR_MANAGE'}",
   ]
+
+  # Import outcomes (notifications.tf): PublishMessage only. Notifications supports only the
+  # general policy variables ("Details for Notifications" in the IAM policy reference), so no
+  # target.ons-topic.id: the grant covers the topics of compartment_ocid, narrowed to the
+  # publish permission (not subscribe, read or manage).
+  step_runner_notification_statements = var.import_notifications ? [
+    "Allow any-user to use ons-topics in ${local.compartment} where all {${local.step_runner_workload}, request.permission = 'ONS_TOPIC_PUBLISH'}",
+  ] : []
 
   # Run Command: the agent on a worker VM fetches the commands addressed to itself and posts
   # their results. Only instances in the import compartment match the dynamic group.
@@ -168,7 +177,7 @@ resource "oci_identity_policy" "step_runner" {
   compartment_id = var.compartment_ocid
   name           = "${var.name_prefix}-step-runner"
   description    = "vdimport: the step runner pods (OKE workload identity vdimport/vdimport-step-runner)"
-  statements     = local.step_runner_statements
+  statements     = concat(local.step_runner_statements, local.step_runner_notification_statements)
   freeform_tags  = local.freeform_tags
   defined_tags   = var.defined_tags
 }

@@ -568,6 +568,38 @@ variable "notification_email" {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Import notifications (notifications.tf)
+# ---------------------------------------------------------------------------------------------
+
+variable "import_notifications" {
+  type        = bool
+  description = "Create the notification topic <name_prefix>-imports and let the step runner publish each import's outcome to it (the volume's OCID, or the failed step and its cause). Subscribe to it with import_notification_email or any other Notifications protocol. False: nobody is notified."
+  default     = true
+}
+
+variable "import_notification_email" {
+  type        = string
+  description = "E-mail address subscribed to the import notification topic (OCI mails a confirmation link first). Empty: no subscription."
+  default     = ""
+
+  validation {
+    condition     = var.import_notification_email == "" || can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.import_notification_email))
+    error_message = "import_notification_email must be empty or an e-mail address."
+  }
+}
+
+variable "airflow_ui_url" {
+  type        = string
+  description = "Base URL of the Airflow UI as the people notified reach it, e.g. https://airflow.example.com or http://localhost:8080 (airflow_ui_command's port-forward); import notifications then link to their run. Empty: no link."
+  default     = ""
+
+  validation {
+    condition     = var.airflow_ui_url == "" || can(regex("^https?://[^\\s/?#@,]+(/[^\\s?#,]*)?$", var.airflow_ui_url))
+    error_message = "airflow_ui_url must be empty or an http(s) URL without credentials, query, fragment or commas."
+  }
+}
+
+# ---------------------------------------------------------------------------------------------
 # Helm releases (optional second half of the one-apply path)
 # ---------------------------------------------------------------------------------------------
 

@@ -33,8 +33,21 @@ def container_exit_code(pod: Any, container: str) -> int | None:
     return None
 
 
+def container_cause(pod: Any, container: str) -> str | None:
+    """The step's one-line cause: the last ``FAILED: `` line of the container's termination
+    message (``FallbackToLogsOnError``: the log's tail when the container failed)."""
+    statuses = (pod.status.container_statuses if pod is not None and pod.status else None) or []
+    for status in statuses:
+        message = status.state.terminated.message if status.name == container and status.state and status.state.terminated else None
+        for line in reversed((message or "").splitlines()):
+            if "FAILED: " in line:
+                return line.split("FAILED: ", 1)[1].strip()
+    return None
+
+
 class StepPodOperator(KubernetesPodOperator):
-    """A step's pod; a step that rejects the import (exit ``EXIT_REJECTED``) fails without retries."""
+    """A step's pod; a step that rejects the import (exit ``EXIT_REJECTED``) fails without retries,
+    and a failure's message is the step's one-line cause (the task log, the outcome message)."""
 
     def cleanup(self, pod: Any, remote_pod: Any, xcom_result: dict[str, Any] | None = None, context: Any = None) -> None:
         try:
@@ -42,20 +55,29 @@ class StepPodOperator(KubernetesPodOperator):
         except AirflowFailException:
             raise
         except AirflowException as exc:
-            if container_exit_code(remote_pod, self.base_container_name) == EXIT_REJECTED:
-                raise AirflowFailException(f"step {self.task_id} rejected the import (not retried): {exc}") from exc
+            code = container_exit_code(remote_pod, self.base_container_name)
+            cause = container_cause(remote_pod, self.base_container_name)
+            if code == EXIT_REJECTED:
+                raise AirflowFailException(f"step {self.task_id} rejected the import (not retried): {cause or exc}") from exc
+            if cause and code is not None:
+                raise AirflowException(f"step {self.task_id} failed (exit {code}): {cause}") from exc
             raise
 
 
-def kubernetes_step_task(step: str, settings: DagSettings, timeout_seconds: float, **task_kwargs: Any) -> Any:
-    """The pod operator that runs ``vdimport-step <step>`` in the step runner image."""
+def kubernetes_step_task(
+    step: str, settings: DagSettings, timeout_seconds: float, arguments: list[str] | None = None, **task_kwargs: Any
+) -> Any:
+    """The pod operator that runs ``vdimport-step <step>`` in the step runner image.
+
+    ``arguments`` default to an import step's (``step_arguments``); the reaper passes its own.
+    """
     restricted = k8s.V1SecurityContext(
         allow_privilege_escalation=False,
         read_only_root_filesystem=True,
         capabilities=k8s.V1Capabilities(drop=["ALL"]),
     )
+    task_kwargs.setdefault("task_id", step)
     return StepPodOperator(
-        task_id=step,
         name=f"vdimport-{step.replace('_', '-')}",  # plus a random suffix
         namespace=settings.pod_namespace,
         kubernetes_conn_id=settings.pod_kubernetes_conn_id,
@@ -63,7 +85,7 @@ def kubernetes_step_task(step: str, settings: DagSettings, timeout_seconds: floa
         image_pull_policy=settings.pod_image_pull_policy,
         image_pull_secrets=[k8s.V1LocalObjectReference(name=name) for name in settings.pod_image_pull_secrets] or None,
         cmds=["vdimport-step"],
-        arguments=step_arguments(step),
+        arguments=arguments if arguments is not None else step_arguments(step),
         labels=step_labels(step),
         annotations={"vdimport/run-id": "{{ run_id }}"},
         service_account_name=settings.pod_service_account,

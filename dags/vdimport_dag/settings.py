@@ -39,6 +39,9 @@ class DagSettings:
     step_retry_backoff: float = 2.0
     step_max_retry_delay_seconds: float = 900.0
     step_timeouts: dict[str, float] = field(default_factory=dict)
+    # the reaper DAG (vdimport_reaper): how often it looks for what finished or deleted runs left
+    reaper_schedule: str = "*/15 * * * *"
+    failed_pod_retention_hours: float = 72.0  # failed step pods kept for `kubectl logs`; 0: forever
     # kubernetes runner
     pod_namespace: str = "vdimport"
     pod_image: str = "vdimport-worker:latest"
@@ -72,6 +75,13 @@ def _variable_reader() -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SettingsError(f"Airflow Variable {VARIABLE} must be a JSON object")
     return {str(k).lower(): v for k, v in data.items()}
+
+
+def _schedule(value: str) -> str:
+    """A cron expression (five fields), an Airflow preset such as ``@hourly``, or ``none`` (off)."""
+    if value.lower() == "none" or value.startswith("@") or len(value.split()) == 5:
+        return value
+    raise SettingsError(f"VDIMPORT_REAPER_SCHEDULE must be a cron expression, an @preset or none (got {value!r})")
 
 
 def load_settings(env: Mapping[str, str] | None = None, variable: Callable[[], dict[str, Any]] | None = None) -> DagSettings:
@@ -159,6 +169,8 @@ def load_settings(env: Mapping[str, str] | None = None, variable: Callable[[], d
         step_retry_backoff=number("step_retry_backoff", 0, 10),
         step_max_retry_delay_seconds=number("step_max_retry_delay_seconds", 1, 86400),
         step_timeouts={str(k): float(v) for k, v in timeouts.items()},
+        reaper_schedule=_schedule(text("reaper_schedule")),
+        failed_pod_retention_hours=number("failed_pod_retention_hours", 0, 24 * 365),
         pod_namespace=text("pod_namespace"),
         pod_image=text("pod_image"),
         pod_image_pull_policy=text("pod_image_pull_policy"),

@@ -148,6 +148,10 @@ def _print_status(status: dict[str, Any]) -> None:
         for kind in ("instances", "attachments", "pars", "volumes"):
             for item in res[kind]:
                 print(f"  {kind[:-1]:<10} {json.dumps(item)}")
+    if status.get("notifications"):
+        print("outcome notifications (emulated OCI Notifications topic):")
+        for message in status["notifications"]:
+            print(f"  {message['time']}  {message['title']}")
 
 
 def _status(args: argparse.Namespace) -> int:

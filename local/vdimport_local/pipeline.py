@@ -1,8 +1,8 @@
 """Run an import's steps in order as ``vdimport-step`` subprocesses against the emulator.
 
 The same CLI, environment contract and result files as the DAG's pods; used by the tests
-and ``make demo`` where no Airflow runs. Like the DAG, a failure anywhere after the
-worker launch still runs ``terminate_worker`` so nothing is left behind.
+and ``make demo`` where no Airflow runs. Like the DAG's teardown, a failure anywhere after the
+worker launch succeeded still runs ``terminate_worker`` so nothing is left behind.
 """
 
 from __future__ import annotations
@@ -196,8 +196,9 @@ def run_import(
         outcome.runs.append(run)
         if run.exit_code != 0:
             outcome.failed_step, outcome.error = step, run.cause
-            launched = STEP_ORDER.index(step) >= STEP_ORDER.index("launch_worker")
-            if launched and step != CLEANUP_STEP and CLEANUP_STEP in steps:
+            # The DAG's teardown runs once its setup, launch_worker, succeeded (a failed launch
+            # cleans up after itself).
+            if "launch_worker" in outcome.state and step != CLEANUP_STEP and CLEANUP_STEP in steps:
                 outcome.runs.append(runner(CLEANUP_STEP, run_id, request, outcome.state, environment, on_output))
             return outcome
         outcome.state[step] = run.result or {}

@@ -42,6 +42,8 @@ from .emulator.client import EmulatorHandle
 from .pipeline import step_environment
 
 DAG_ID = "virtual_disk_import"
+REAPER_DAG_ID = "vdimport_reaper"
+TOPIC_NAME = "vdimport-imports"  # the emulated Notifications topic each import's outcome goes to
 DAGS = REPO / "dags"
 BUCKET = "vdimport-images"
 CREATE_EVENT = "com.oraclecloud.objectstorage.createobject"
@@ -192,13 +194,24 @@ class LocalStack:
             trigger_password = secrets.token_urlsafe(24)
             say("==> Starting Airflow (api-server, scheduler, dag-processor) with the virtual_disk_import DAG")
             airflow_port = _pick_port(options.airflow_port, ports.get("airflow"), PREFERRED_AIRFLOW_PORT)
-            env = step_environment(emulator, {"VDIMPORT_STEP_RUNNER": "local", "VDIMPORT_MAX_WORKER_VMS": str(options.max_worker_vms)})
+            topic = self._ensure_topic(emulator)
+            started["topic_id"] = topic
+            env = step_environment(
+                emulator,
+                {
+                    "VDIMPORT_STEP_RUNNER": "local",
+                    "VDIMPORT_MAX_WORKER_VMS": str(options.max_worker_vms),
+                    "VDIMPORT_NOTIFICATION_TOPIC_ID": topic,
+                    "VDIMPORT_AIRFLOW_UI_URL": f"http://127.0.0.1:{airflow_port}",
+                    "VDIMPORT_REAPER_BUCKETS": BUCKET,
+                },
+            )
             airflow = LocalAirflow.start(
                 self.airflow_home,
                 dags_folder=DAGS,
                 env=env,
                 config={"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5"},
-                wait_for_dags=[DAG_ID],
+                wait_for_dags=[DAG_ID, REAPER_DAG_ID],
                 port=airflow_port,
                 extra_users={FUNCTION_USER: ("user", trigger_password)},
                 timeout=options.timeout,
@@ -243,6 +256,17 @@ class LocalStack:
                 raise StackError(f"{type(exc).__name__}: {exc} (logs in {self.home})") from exc
             raise
         return started
+
+    @staticmethod
+    def _ensure_topic(emulator: EmulatorHandle) -> str:
+        """The Notifications topic the step runner tells each import's outcome (made once)."""
+        topics = emulator.client(oci.ons.NotificationControlPlaneClient)
+        for topic in topics.list_topics(emulator.tenancy, name=TOPIC_NAME).data:
+            return str(topic.topic_id)
+        details = oci.ons.models.CreateTopicDetails(
+            name=TOPIC_NAME, compartment_id=emulator.tenancy, description="vdimport import outcomes"
+        )
+        return str(topics.create_topic(details).data.topic_id)
 
     @staticmethod
     def _ensure_bucket(emulator: EmulatorHandle, storage: Any, namespace: str) -> None:
@@ -346,6 +370,9 @@ class LocalStack:
                 "pars": [{"id": r.get("id"), "name": r.get("name"), "object": r.get("objectName")} for r in emulator.resources("par")],
                 "volumes": [_brief(r) for r in emulator.resources("volume") if r.get("lifecycleState") not in gone],
             }
+            report["notifications"] = [
+                {"time": m.get("timeStamp"), "title": m.get("title")} for m in emulator.messages(state.get("topic_id"))[-runs:]
+            ]
         return report
 
     def log_path(self, service: str) -> Path:

@@ -38,11 +38,14 @@ def clear_vdimport_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
-def parse_dag() -> Any:
-    """The DAG as the dag-processor and the task runner parse it (a BundleDagBag of dags/)."""
+REAPER_DAG_ID = "vdimport_reaper"
+
+
+def parse_dag(dag_id: str = DAG_ID) -> Any:
+    """A DAG as the dag-processor and the task runner parse it (a BundleDagBag of dags/)."""
     from airflow.dag_processing.dagbag import BundleDagBag
 
     bag = BundleDagBag(dag_folder=DAGS, bundle_path=DAGS)
     assert not bag.import_errors, bag.import_errors
-    assert list(bag.dags) == [DAG_ID]
-    return bag.dags[DAG_ID]
+    assert sorted(bag.dags) == sorted([DAG_ID, REAPER_DAG_ID])
+    return bag.dags[dag_id]

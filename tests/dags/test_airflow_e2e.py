@@ -1,8 +1,8 @@
 """The DAG in a real Airflow 3 (api-server, scheduler, dag-processor, LocalExecutor, local step
 runner) against the OCI emulator, driven only through the REST API as the function and the UI do.
 
-One Airflow and one emulator serve the module (``VDIMPORT_MAX_WORKER_VMS=2``, no task
-retries, so failures show at once). Each test uploads a small real disk image and checks what
+One Airflow and one emulator serve the module (``airflowstack.py``: ``VDIMPORT_MAX_WORKER_VMS=2``,
+no task retries, so failures show at once). Each test uploads a small real disk image and checks what
 a user would: the run's state and its tasks', the task logs, and in the emulator the
 volume's bytes, that every worker VM is terminated and that no PAR is left.
 Select with ``-m e2e``, skip with ``-m "not e2e"``.
@@ -10,130 +10,24 @@ Select with ``-m e2e``, skip with ``-m "not e2e"``.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import oci
 import pytest
-from dagkit import DAG_ID, DAGS
+from airflowstack import MAX_VMS, Stack, e2e, run_path, stack  # noqa: F401 - the module's fixtures
+from dagkit import DAG_ID
+from runkit import of_run
 
-from vdimport_local.airflow import AirflowError, LocalAirflow
-from vdimport_local.diskimages import Partition, build_disk, convert, sample_files
-from vdimport_local.emulator.client import EmulatorHandle
-from vdimport_local.pipeline import step_environment
-from vdimport_worker.naming import RUN_TAG, run_key
+from vdimport_local.airflow import AirflowError, ApiError, LocalAirflow
+from vdimport_local.pipeline import LOCAL_SUBNET
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
-BUCKET = "vdimport-airflow-e2e"
-MAX_VMS = 2
 AFTER_CLEANUP = ("tune_volume", "assign_backup_policy", "report")
-
-
-@dataclass
-class Stack:
-    emu: EmulatorHandle
-    airflow: LocalAirflow
-    namespace: str
-    storage: Any
-    image: Path  # qcow2
-    raw: bytes  # what the volume must hold
-
-    def upload(self, name: str, metadata: dict[str, str] | None = None) -> dict[str, Any]:
-        """Upload the image as ``name``; the conf the OCI Function would send for it."""
-        manager = oci.object_storage.UploadManager(self.storage, allow_parallel_uploads=False)
-        reply = manager.upload_file(self.namespace, BUCKET, name, str(self.image), metadata=metadata or {})
-        return {
-            "namespace": self.namespace,
-            "bucket": BUCKET,
-            "object": name,
-            "etag": reply.headers["etag"],
-            "size": self.image.stat().st_size,
-            "metadata": metadata or {},
-        }
-
-    def trigger(self, conf: dict[str, Any]) -> str:
-        return str(self.airflow.trigger(DAG_ID, conf)["dag_run_id"])
-
-    def finish(self, run_id: str, timeout: float = 180) -> tuple[str, dict[str, str]]:
-        run = self.airflow.wait_for_run(DAG_ID, run_id, timeout)
-        return run["state"], {t: ti["state"] for t, ti in self.airflow.task_instances(DAG_ID, run_id).items()}
-
-    def resources(self, run_id: str, kind: str) -> list[dict[str, Any]]:
-        key = run_key(run_id)
-        return [r for r in self.emu.resources(kind) if (r.get("freeformTags") or {}).get(RUN_TAG) == key]
-
-    def pars(self, run_id: str) -> list[dict[str, Any]]:
-        prefix = f"vdimport-{run_key(run_id)}"
-        return [p for p in self.emu.resources("par") if str(p.get("name", "")).startswith(prefix)]
-
-    def assert_clean(self, run_id: str, succeeded: bool) -> None:
-        """Every worker of the run TERMINATED, no PAR; one AVAILABLE volume holding the image on success, none on failure."""
-        alive = [(i["id"], i["lifecycleState"]) for i in self.resources(run_id, "instance") if i["lifecycleState"] != "TERMINATED"]
-        assert not alive, f"worker VMs left: {alive}"
-        assert not self.pars(run_id), "pre-authenticated requests left"
-        volumes = [v for v in self.resources(run_id, "volume") if v["lifecycleState"] not in ("TERMINATING", "TERMINATED")]
-        if not succeeded:
-            assert not volumes, f"a failed import left volumes: {volumes}"
-            return
-        assert len(volumes) == 1 and volumes[0]["lifecycleState"] == "AVAILABLE", volumes
-        report = self.airflow.xcom(DAG_ID, run_id, "report")
-        assert report["volume_id"] == volumes[0]["id"]
-        path = Path(self.emu.admin("GET", f"volumes/{volumes[0]['id']}")["path"])
-        with open(path, "rb") as f:
-            assert f.read(len(self.raw)) == self.raw, "the volume does not hold the image's content"
-
-    def log(self, run_id: str, task_id: str) -> str:
-        return self.airflow.task_log(DAG_ID, run_id, task_id)
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("airflow-e2e")
-    raw_path = build_disk(workdir / "disk.raw", [Partition("ext4", 24, sample_files(seed=44, size=2 << 20))], table="gpt")
-    image = convert(raw_path, "qcow2", workdir / "disk.qcow2")
-    emu = EmulatorHandle.start(workdir / "emulator")
-    airflow = None
-    try:
-        env = step_environment(
-            emu,
-            {
-                "VDIMPORT_STEP_RUNNER": "local",
-                "VDIMPORT_STEP_RETRIES": "0",
-                "VDIMPORT_CLEANUP_RETRIES": "0",
-                "VDIMPORT_MAX_WORKER_VMS": str(MAX_VMS),
-            },
-        )
-        airflow = LocalAirflow.start(
-            workdir / "airflow",
-            dags_folder=DAGS,
-            env=env,
-            config={"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2"},
-            wait_for_dags=[DAG_ID],
-        )
-        storage = emu.client(oci.object_storage.ObjectStorageClient)
-        namespace = storage.get_namespace().data
-        storage.create_bucket(namespace, oci.object_storage.models.CreateBucketDetails(name=BUCKET, compartment_id=emu.tenancy))
-        yield Stack(emu, airflow, namespace, storage, image, raw_path.read_bytes())
-    finally:
-        if airflow is not None:
-            processes = airflow.process_tree()
-            LocalAirflow.attach(airflow.home).stop()  # by PID, as `vdimport-local down` will
-            airflow.stop()  # reaps our children; nothing left to signal
-            assert not LocalAirflow.alive(processes), "Airflow processes left running"
-        emu.stop()
-
-
-@pytest.fixture
-def e2e(stack: Stack) -> Iterator[Stack]:
-    stack.emu.clear_faults()
-    yield stack
-    stack.emu.clear_faults()
 
 
 def test_an_upload_becomes_a_checked_volume(e2e: Stack) -> None:
@@ -142,7 +36,7 @@ def test_an_upload_becomes_a_checked_volume(e2e: Stack) -> None:
     run_id = e2e.trigger(conf)
     state, tasks = e2e.finish(run_id)
     assert state == "success", tasks
-    assert set(tasks.values()) == {"success"} and len(tasks) == 14
+    assert set(tasks.values()) == {"success"} and len(tasks) == 16  # the 14 steps, begin and outcome
     e2e.assert_clean(run_id, succeeded=True)
     [volume] = [v for v in e2e.resources(run_id, "volume") if v["lifecycleState"] == "AVAILABLE"]
     assert volume["freeformTags"]["project"] == "e2e" and volume["vpusPerGB"] == 20
@@ -163,7 +57,11 @@ def test_a_bad_request_fails_the_run_before_anything_is_made(e2e: Stack) -> None
     state, tasks = e2e.finish(run_id)
     assert state == "failed"
     assert tasks["inspect_object"] == "failed"
-    assert {tasks[t] for t in tasks if t != "inspect_object"} == {"upstream_failed"}, "cleanup only runs once something may exist"
+    steps = {t: state for t, state in tasks.items() if t not in ("inspect_object", "begin", "outcome")}
+    assert set(steps.values()) == {"upstream_failed"}, "cleanup only runs once something may exist"
+    assert (tasks["begin"], tasks["outcome"]) == ("success", "failed"), "the outcome tells the rejection"
+    [message] = e2e.messages(run_id)
+    assert message["title"].endswith("failed at inspect_object") and "ad_number" in message["body"], message
     assert "ad_number: must be 1, 2 or 3" in e2e.log(run_id, "inspect_object")
     assert not e2e.resources(run_id, "instance") and not e2e.resources(run_id, "volume")
 
@@ -184,7 +82,8 @@ def _kill_step(step: str, run_id: str) -> int:
 
 
 def test_a_launch_that_fails_halfway_is_cleaned_up(e2e: Stack) -> None:
-    """launch_worker dies while OCI carries out its launch: the run fails, terminate_worker still finds the VM."""
+    """launch_worker is SIGKILLed while OCI carries out its launch (no chance to clean up after
+    itself): the run fails, the teardown does not run (its setup failed), and the reaper finds the VM."""
     rule = e2e.emu.fault("LaunchInstance", action="hang", seconds=2.0)  # held, then carried out
     conf = e2e.upload("e2e/launch-halfway.qcow2")
     run_id = e2e.trigger(conf)
@@ -198,10 +97,12 @@ def test_a_launch_that_fails_halfway_is_cleaned_up(e2e: Stack) -> None:
     _kill_step("launch_worker", run_id)
     state, tasks = e2e.finish(run_id)
     assert state == "failed"
-    assert (tasks["inspect_object"], tasks["launch_worker"], tasks["terminate_worker"]) == ("success", "failed", "success"), tasks
+    assert (tasks["inspect_object"], tasks["launch_worker"], tasks["terminate_worker"]) == ("success", "failed", "upstream_failed"), tasks
     assert {tasks[t] for t in AFTER_CLEANUP} == {"upstream_failed"}
+    e2e.emu.clear_faults()
     [instance] = e2e.resources(run_id, "instance")  # the launch landed after the step died...
-    assert e2e.airflow.xcom(DAG_ID, run_id, "terminate_worker")["terminated"] == [instance["id"]]  # ...and cleanup found it
+    reaped = e2e.reap()
+    assert f"worker {instance['id']}" in reaped["removed"], reaped  # ...and the reaper collected it
     e2e.assert_clean(run_id, succeeded=False)
 
 
@@ -234,7 +135,7 @@ def test_clearing_a_failed_step_in_the_api_finishes_the_run(e2e: Stack) -> None:
     assert instance["lifecycleState"] == "RUNNING"
 
     cleared = e2e.airflow.clear(DAG_ID, run_id, ["terminate_worker"], include_downstream=True)
-    assert sorted(ti["task_id"] for ti in cleared["task_instances"]) == sorted(["terminate_worker", *AFTER_CLEANUP])
+    assert sorted(ti["task_id"] for ti in cleared["task_instances"]) == sorted(["terminate_worker", *AFTER_CLEANUP, "begin", "outcome"])
     state, tasks = e2e.finish(run_id)
     assert state == "success" and set(tasks.values()) == {"success"}, tasks
     e2e.assert_clean(run_id, succeeded=True)
@@ -272,8 +173,7 @@ def test_concurrent_uploads_queue_for_worker_vms(e2e: Stack) -> None:
         state, tasks = e2e.finish(run_id, timeout=240)
         assert state == "success", (run_id, tasks)
         e2e.assert_clean(run_id, succeeded=True)
-    keys = {run_key(r) for r in run_ids}
-    mine = {i["id"] for i in e2e.emu.resources("instance") if (i.get("freeformTags") or {}).get(RUN_TAG) in keys}
+    mine = {i["id"] for run_id in run_ids for i in of_run(e2e.emu.resources("instance"), run_id)}
     assert len(mine) == 5
     events = sorted((e["time"], e) for e in e2e.emu.history("instance") if e["id"] in mine and e["time"] >= since)
     alive: set[str] = set()
@@ -286,3 +186,160 @@ def test_concurrent_uploads_queue_for_worker_vms(e2e: Stack) -> None:
         most = max(most, len(alive))
     assert most <= MAX_VMS, f"{most} worker VMs alive at once (cap {MAX_VMS})"
     assert most == MAX_VMS, "the runs did not overlap at all"
+
+
+# --- what Airflow users do to runs (issue: "Airflow UI retry that just works") -------------------
+def _user_instance_with(e2e: Stack, volume_id: str) -> tuple[str, str]:
+    """A user's own instance (no vdimport tags) with the delivered volume attached: (instance, attachment)."""
+    compute = e2e.emu.client(oci.core.ComputeClient)
+    volume = e2e.emu.client(oci.core.BlockstorageClient).get_volume(volume_id).data
+    image = compute.list_images(e2e.emu.tenancy).data[0].id
+    details = oci.core.models.LaunchInstanceDetails(
+        availability_domain=volume.availability_domain,
+        compartment_id=e2e.emu.tenancy,
+        shape="VM.Standard.E4.Flex",
+        shape_config=oci.core.models.LaunchInstanceShapeConfigDetails(ocpus=1, memory_in_gbs=8),
+        source_details=oci.core.models.InstanceSourceViaImageDetails(image_id=image),
+        create_vnic_details=oci.core.models.CreateVnicDetails(subnet_id=LOCAL_SUBNET),
+        display_name="users-own-app-server",
+    )
+    instance = compute.launch_instance(details).data.id
+    oci.wait_until(compute, compute.get_instance(instance), "lifecycle_state", "RUNNING", max_wait_seconds=60, max_interval_seconds=1)
+    attach = oci.core.models.AttachParavirtualizedVolumeDetails(instance_id=instance, volume_id=volume_id, display_name="users-own")
+    attachment = compute.attach_volume(attach).data.id
+    oci.wait_until(
+        compute, compute.get_volume_attachment(attachment), "lifecycle_state", "ATTACHED", max_wait_seconds=60, max_interval_seconds=1
+    )
+    return instance, attachment
+
+
+def test_clear_of_a_failed_write_after_its_retries_resumes_the_import(e2e: Stack) -> None:
+    """The obvious action: the write failed for good, cleanup terminated the worker and deleted
+    the half-written volume; Clear on the red task (the UI's defaults: with downstream) re-provisions
+    a worker, the download and a volume, and the run ends with exactly one volume holding the image."""
+    conf = e2e.upload("e2e/clear-write.qcow2")
+    e2e.emu.fault("RunCommand", action="fail", nth=3)  # ready, download, write: the write fails
+    run_id = e2e.trigger(conf)
+    state, tasks = e2e.finish(run_id)
+    assert state == "failed" and tasks["write_image"] == "failed" and tasks["terminate_worker"] == "success", tasks
+    e2e.assert_nothing_left(run_id)
+    e2e.emu.clear_faults()  # the user fixed the cause
+
+    cleared = e2e.airflow.clear(DAG_ID, run_id, ["write_image"], include_downstream=True)
+    chosen = {ti["task_id"] for ti in cleared["task_instances"]}
+    assert {"launch_worker", "write_image", "terminate_worker", "report"} <= chosen, "Airflow clears the setup and teardown too"
+    state, tasks = e2e.finish(run_id)
+    assert state == "success" and set(tasks.values()) == {"success"}, tasks
+    e2e.assert_clean(run_id, succeeded=True)
+    assert "Resuming: running download_image again first" in e2e.log(run_id, "write_image")
+    failed, succeeded = e2e.messages(run_id)
+    assert failed["title"] == "vdimport: e2e/clear-write.qcow2 failed at write_image", failed
+    assert "write on the worker failed" in failed["body"]
+    [volume] = [v for v in e2e.resources(run_id, "volume") if v["lifecycleState"] == "AVAILABLE"]
+    assert volume["id"] in succeeded["body"] and "imported" in succeeded["title"], succeeded
+    volumes = e2e.resources(run_id, "volume")
+    assert sorted(v["lifecycleState"] for v in volumes) == ["AVAILABLE", "TERMINATED"], "one volume results"
+
+
+def test_clear_on_a_finished_run_never_touches_the_delivered_volume(e2e: Stack) -> None:
+    """Clear detach_volume, then launch_worker, on a finished run while the user's own instance has
+    the volume attached: their attachment stays, the bytes stay, no worker is launched, no second volume."""
+    run_id = e2e.trigger(e2e.upload("e2e/delivered.qcow2"))
+    state, tasks = e2e.finish(run_id)
+    assert state == "success", tasks
+    [volume] = e2e.resources(run_id, "volume")
+    assert volume["freeformTags"]["vdimport-state"] == "delivered"
+    instance, attachment = _user_instance_with(e2e, volume["id"])
+    workers = {i["id"] for i in e2e.resources(run_id, "instance")}
+    attaches = len(e2e.emu.calls("AttachVolume"))
+    for task in ("detach_volume", "launch_worker"):
+        e2e.airflow.clear(DAG_ID, run_id, [task], include_downstream=True)
+        state, tasks = e2e.finish(run_id)
+        assert state == "success" and set(tasks.values()) == {"success"}, (task, tasks)
+        assert "Already delivered" in e2e.log(run_id, task)
+        assert e2e.airflow.xcom(DAG_ID, run_id, "report")["already_delivered"] is True
+    compute = e2e.emu.client(oci.core.ComputeClient)
+    assert compute.get_volume_attachment(attachment).data.lifecycle_state == "ATTACHED", "the user's attachment was detached"
+    assert len(e2e.emu.calls("AttachVolume")) == attaches, "the delivered volume was attached again"
+    assert {i["id"] for i in e2e.resources(run_id, "instance")} == workers, "a worker was launched for a delivered import"
+    assert [v["id"] for v in e2e.resources(run_id, "volume")] == [volume["id"]], "a second volume"
+    e2e.assert_volume_holds_the_image(volume["id"])
+    compute.detach_volume(attachment)
+    compute.terminate_instance(instance)
+
+
+def test_mark_failed_mid_write_runs_the_teardown(e2e: Stack) -> None:
+    conf = e2e.upload("e2e/mark-failed.qcow2")
+    e2e.emu.fault("RunCommand", action="hang", nth=3, seconds=120)  # the write is held on the worker
+    run_id = e2e.trigger(conf)
+    e2e.wait_task(run_id, "write_image")
+    e2e.airflow.api("PATCH", run_path(run_id), {"state": "failed"})
+    run = e2e.airflow.wait_for_run(DAG_ID, run_id, 120)
+    tasks = {t: ti["state"] for t, ti in e2e.airflow.task_instances(DAG_ID, run_id).items()}
+    assert tasks["write_image"] == "failed" and tasks["terminate_worker"] == "success", tasks
+    assert run["state"] == "failed" and tasks["outcome"] == "failed", "a run whose import stopped must end failed"
+    e2e.assert_nothing_left(run_id)
+    [message] = e2e.messages(run_id)
+    assert message["title"].endswith("failed at write_image") and "Cause:" in message["body"], message
+
+
+def test_mark_success_mid_download_runs_the_teardown(e2e: Stack) -> None:
+    conf = e2e.upload("e2e/mark-success.qcow2")
+    e2e.emu.fault("RunCommand", action="hang", nth=2, seconds=120)  # the download is held on the worker
+    run_id = e2e.trigger(conf)
+    e2e.wait_task(run_id, "download_image")
+    e2e.airflow.api("PATCH", run_path(run_id), {"state": "success"})
+    run = e2e.airflow.wait_for_run(DAG_ID, run_id, 120)
+    tasks = {t: ti["state"] for t, ti in e2e.airflow.task_instances(DAG_ID, run_id).items()}
+    assert tasks["terminate_worker"] == "success", tasks
+    assert run["state"] == "failed", "no volume was delivered: the outcome says so"
+    e2e.assert_nothing_left(run_id)
+
+
+def test_a_deleted_run_whose_cleanup_ran_out_of_retries_leaves_nothing_after_the_reaper(e2e: Stack) -> None:
+    """Cleanup retries run out (OCI keeps refusing the terminate), the user deletes the failed run
+    (Airflow refuses to delete a *running* one: HTTP 409); the reaper collects the worker and the
+    unverified volume, and leaves every delivered volume of other runs alone."""
+    delivered = [v["id"] for v in e2e.emu.resources("volume") if (v.get("freeformTags") or {}).get("vdimport-state") == "delivered"]
+    conf = e2e.upload("e2e/deleted.qcow2")
+    e2e.emu.fault("RunCommand", action="hang", nth=3, seconds=120)  # mid-write, with a volume attached
+    run_id = e2e.trigger(conf)
+    e2e.wait_task(run_id, "write_image")
+    with pytest.raises(ApiError) as refused:
+        e2e.airflow.api("DELETE", run_path(run_id))
+    assert refused.value.status == 409, "Airflow deleted a running run"
+    e2e.emu.fault("TerminateInstance", status=500, code="InternalError", message="injected", times=1000)
+    e2e.airflow.api("PATCH", run_path(run_id), {"state": "failed"})
+    e2e.airflow.wait_for_run(DAG_ID, run_id, 120)
+    assert e2e.airflow.task_instances(DAG_ID, run_id)["terminate_worker"]["state"] == "failed"
+    [worker] = e2e.resources(run_id, "instance")
+    assert worker["lifecycleState"] == "RUNNING", "the fault did not hold the worker"
+    e2e.airflow.api("DELETE", run_path(run_id))
+    e2e.emu.clear_faults()
+    reaped = e2e.reap()
+    assert f"worker {worker['id']}" in reaped["removed"], reaped
+    e2e.assert_nothing_left(run_id)
+    after = {v["id"]: v["lifecycleState"] for v in e2e.emu.resources("volume")}
+    assert all(after[v] == "AVAILABLE" for v in delivered), "the reaper touched a delivered volume"
+
+
+def test_a_reused_run_id_gets_a_new_key_and_never_adopts_the_earlier_volume(e2e: Stack) -> None:
+    run_id = f"e2e-reused-{os.getpid()}"
+    first = e2e.upload("e2e/reused-first.qcow2")
+    assert e2e.airflow.trigger(DAG_ID, first, run_id=run_id)["dag_run_id"] == run_id
+    state, tasks = e2e.finish(run_id)
+    assert state == "success", tasks
+    [delivered] = e2e.resources(run_id, "volume")
+    e2e.airflow.api("DELETE", run_path(run_id))  # e.g. the function's old login, or an operator
+    attaches = [c for c in e2e.emu.calls("AttachVolume")]
+    e2e.airflow.trigger(DAG_ID, e2e.upload("e2e/reused-second.qcow2"), run_id=run_id)
+    state, tasks = e2e.finish(run_id)
+    assert state == "success", tasks
+    volumes = {v["id"]: v for v in e2e.resources(run_id, "volume")}
+    assert len(volumes) == 2, "the second run made its own volume"
+    second = next(v for i, v in volumes.items() if i != delivered["id"])
+    assert second["freeformTags"]["vdimport-run"] != delivered["freeformTags"]["vdimport-run"], "the same key twice"
+    assert volumes[delivered["id"]]["freeformTags"]["vdimport-state"] == "delivered"
+    new_attaches = [c for c in e2e.emu.calls("AttachVolume") if c not in attaches]
+    assert new_attaches and all(delivered["id"] not in json.dumps(c) for c in new_attaches), "the earlier volume was attached"
+    e2e.assert_volume_holds_the_image(delivered["id"])

@@ -39,8 +39,8 @@ def test_dagbag_loads_one_dag_with_a_task_per_step_in_order(load_dag: Callable[.
     from vdimport_dag.steps import STEP_ORDER
 
     assert tuple(STEP_ORDER) == tuple(PIPELINE_STEP_ORDER), "the DAG's step order differs from the step runner's"
-    assert [t.task_id for t in dag.topological_sort()] == list(STEP_ORDER)
-    assert {type(t).__name__ for t in dag.tasks} == {OPERATOR[runner]}
+    assert [t.task_id for t in dag.topological_sort()] == ["begin", *STEP_ORDER, "outcome"]
+    assert {type(t).__name__ for t in dag.tasks if t.task_id != "begin"} == {OPERATOR[runner]}
     assert type(dag.timetable).__name__ == "NullTimetable", "no schedule: runs come from uploads or the UI"
     assert not dag.catchup
 
@@ -51,32 +51,50 @@ def test_dependencies_and_trigger_rules(load_dag: Callable[..., Any]) -> None:
     chain = list(PIPELINE_STEP_ORDER)
     for index, step in enumerate(chain[1:10], 1):  # launch_worker .. detach_volume: a plain chain
         assert upstream[step] == [chain[index - 1]], step
-    assert upstream["terminate_worker"] == sorted(["inspect_object", "launch_worker", "detach_volume"])
+    assert upstream["terminate_worker"] == sorted(["launch_worker", "detach_volume"])
     assert upstream["tune_volume"] == sorted(["detach_volume", "terminate_worker"])
     assert upstream["assign_backup_policy"] == ["tune_volume"]
     assert upstream["report"] == ["assign_backup_policy"]
-    assert [t.task_id for t in dag.leaves] == ["report"], "report must be the only leaf: it decides the run's state"
+    assert upstream["outcome"] == sorted(["begin", "report"]) and upstream["inspect_object"] == ["begin"]
+    assert [t.task_id for t in dag.leaves] == ["outcome"], "outcome is the only leaf"
+    # Airflow's setup/teardown: Clear brings the pair along, Mark failed/success keeps the teardown.
+    assert sorted(t.task_id for t in dag.tasks if t.is_setup) == ["begin", "launch_worker"]
+    assert sorted(t.task_id for t in dag.tasks if t.is_teardown) == ["outcome", "terminate_worker"]
+    assert dag.get_task("outcome").on_failure_fail_dagrun, "a run that delivered no volume must end failed"
+    assert not dag.get_task("terminate_worker").on_failure_fail_dagrun
     rules = {t.task_id: TriggerRule(t.trigger_rule).value for t in dag.tasks}
-    assert rules.pop("terminate_worker") == "all_done_min_one_success"
+    assert rules.pop("terminate_worker") == rules.pop("outcome") == "all_done_setup_success"
     assert set(rules.values()) == {"all_success"}
-    assert not any(t.is_setup or t.is_teardown for t in dag.tasks), "setup/teardown would skip cleanup after a failed launch"
+
+
+def test_clear_of_any_data_step_brings_its_setup_and_teardown(load_dag: Callable[..., Any]) -> None:
+    """What the UI's Clear (with downstream) selects, computed by Airflow's own partial_subset."""
+    dag = load_dag()
+    for step in PIPELINE_STEP_ORDER[2:10]:  # wait_worker_ready .. detach_volume
+        subset = dag.partial_subset(task_ids=[step], include_downstream=True, include_upstream=False)
+        chosen = set(subset.task_dict)
+        assert {"launch_worker", "terminate_worker", step, "report"} <= chosen, (step, sorted(chosen))
+        assert "inspect_object" not in chosen
+    tail = dag.partial_subset(task_ids=["tune_volume"], include_downstream=True, include_upstream=False)
+    assert set(tail.task_dict) == {"tune_volume", "assign_backup_policy", "report", "begin", "outcome"}, "no worker relaunch"
 
 
 def test_worker_vm_cap_pool_and_priorities(load_dag: Callable[..., Any]) -> None:
     dag = load_dag()
     assert dag.max_active_runs == 4
-    assert {t.pool for t in dag.tasks} == {"default_pool"}
-    assert {str(t.weight_rule) for t in dag.tasks} == {"upstream"}
+    running = [t for t in dag.tasks if t.task_id != "begin"]  # begin is an EmptyOperator: it never runs
+    assert {t.pool for t in running} == {"default_pool"}
+    assert {str(t.weight_rule) for t in running} == {"upstream"}
     dag = load_dag(max_worker_vms=2, step_pool="vdimport_steps")
     assert dag.max_active_runs == 2
-    assert {t.pool for t in dag.tasks} == {"vdimport_steps"}
+    assert {t.pool for t in dag.tasks if t.task_id != "begin"} == {"vdimport_steps"}
 
 
 def test_retries_backoff_and_timeouts(load_dag: Callable[..., Any]) -> None:
     from vdimport_dag.steps import STEP_TIMEOUTS
 
     dag = load_dag()
-    for task in dag.tasks:
+    for task in [dag.get_task(step) for step in PIPELINE_STEP_ORDER]:
         cleanup = task.task_id == "terminate_worker"
         assert task.retries == (6 if cleanup else 2), task.task_id
         assert task.retry_delay == timedelta(seconds=60)
@@ -141,8 +159,9 @@ def test_dag_serializes_as_the_dag_processor_stores_it(load_dag: Callable[..., A
     for runner in RUNNERS:
         dag = load_dag(step_runner=runner)
         restored = _serialized(dag)
-        assert sorted(t.task_id for t in restored.tasks) == sorted(PIPELINE_STEP_ORDER)
-        assert TriggerRule(restored.get_task("terminate_worker").trigger_rule) == TriggerRule.ALL_DONE_MIN_ONE_SUCCESS
+        assert sorted(t.task_id for t in restored.tasks) == sorted([*PIPELINE_STEP_ORDER, "begin", "outcome"])
+        assert TriggerRule(restored.get_task("terminate_worker").trigger_rule) == TriggerRule.ALL_DONE_SETUP_SUCCESS
+        assert restored.get_task("terminate_worker").is_teardown and restored.get_task("launch_worker").is_setup
         assert restored.max_active_runs == dag.max_active_runs
 
 

@@ -44,7 +44,7 @@ def test_request_conf_wins_over_params() -> None:
     assert json.loads(request_json({"object": "x"}, types.SimpleNamespace(conf=None))) == {"object": "x"}
 
 
-@pytest.mark.parametrize("step", STEP_ORDER)
+@pytest.mark.parametrize("step", STEP_ORDER[1:])
 def test_state_holds_the_results_of_the_earlier_steps(step: str) -> None:
     results: dict[str, Any] = {s: {"step": s, "n": i} for i, s in enumerate(STEP_ORDER)}
     results["download_image"] = None  # e.g. a step that failed: no XCom
@@ -53,6 +53,16 @@ def test_state_holds_the_results_of_the_earlier_steps(step: str) -> None:
     expected = {s: results[s] for s in upstream_steps(step) if results[s] is not None}
     assert state == expected
     assert ti.pulled == list(upstream_steps(step))
+
+
+def test_first_step_gets_only_the_run_key_its_later_steps_carry() -> None:
+    """A Clear from inspect_object keeps the run instance's key (its resources); no key: a new run."""
+    key = "0123456789abcdef0123456789abcdef"
+    results: dict[str, Any] = {s: {"step": s, "run_key": key, "instance_id": "x"} for s in STEP_ORDER[1:]}
+    results["report"] = None
+    state = json.loads(state_json(FakeTI(results), STEP_ORDER[0]))
+    assert state == {s: {"run_key": key} for s in STEP_ORDER[1:-1]}
+    assert json.loads(state_json(FakeTI(dict.fromkeys(STEP_ORDER)), STEP_ORDER[0])) == {}
 
 
 @pytest.mark.parametrize(

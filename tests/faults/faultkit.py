@@ -30,18 +30,18 @@ from pathlib import Path
 from typing import Any
 
 import oci
+from runkit import run_commands, run_pars, run_resources  # noqa: F401 - re-exported
 
 from vdimport_local.emulator.client import EmulatorHandle
 from vdimport_local.pipeline import StepRun, run_step_in_process
 from vdimport_worker.cli import EXIT_REJECTED
-from vdimport_worker.naming import RUN_TAG, run_key
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO / "dags") not in sys.path:
     sys.path.insert(0, str(REPO / "dags"))  # the DAG's helpers, as Airflow puts the DAGs folder on sys.path
 
 from vdimport_dag.settings import DagSettings  # noqa: E402 - needs dags/ on sys.path
-from vdimport_dag.steps import CLEANUP_STEP, FIRST_STEP, LAST_VM_STEP, STEP_ORDER  # noqa: E402
+from vdimport_dag.steps import CLEANUP_STEP, LAST_VM_STEP, LAUNCH_STEP, STEP_ORDER  # noqa: E402
 
 DAG = DagSettings()  # the defaults the DAG runs with: step_retries, cleanup_retries
 BUCKET = "vdimport-fault-matrix"
@@ -198,7 +198,7 @@ def run_like_the_dag(
         if not attempt(step):
             outcome.failed_step = step
             break
-    if FIRST_STEP in outcome.state:  # trigger rule all_done_min_one_success: inspect_object succeeded
+    if LAUNCH_STEP in outcome.state:  # the teardown's ALL_DONE_SETUP_SUCCESS: its setup, launch_worker, succeeded
         outcome.cleanup_ran = True
         if not attempt(CLEANUP_STEP) and outcome.failed_step is None:
             outcome.failed_step = CLEANUP_STEP
@@ -214,22 +214,6 @@ def run_like_the_dag(
 
 
 # --- what a run must leave behind ---------------------------------------------------------
-
-
-def run_resources(emu: EmulatorHandle, run_id: str, kind: str) -> list[dict[str, Any]]:
-    key = run_key(run_id)
-    return [r for r in emu.resources(kind) if (r.get("freeformTags") or {}).get(RUN_TAG) == key]
-
-
-def run_pars(emu: EmulatorHandle, run_id: str) -> list[dict[str, Any]]:
-    prefix = f"vdimport-{run_key(run_id)}"
-    return [p for p in emu.resources("par") if str(p.get("name", "")).startswith(prefix)]
-
-
-def run_commands(emu: EmulatorHandle, run_id: str, script: str) -> list[dict[str, Any]]:
-    """The run's Run Command executions of ``script`` (commands are named ``vdimport-<key>-<script>...``)."""
-    prefix = f"vdimport-{run_key(run_id)}-{script}"
-    return [e for e in emu.resources("instanceAgentCommandExecution") if str(e.get("displayName", "")).startswith(prefix)]
 
 
 def assert_one_line(cause: str | None) -> str:

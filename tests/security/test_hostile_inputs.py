@@ -27,6 +27,7 @@ from typing import Any
 import oci
 import pytest
 from hostilekit import Host, file_contains, make_host
+from runkit import of_run
 from securitykit import (
     CASES,
     EVENT_CASES,
@@ -51,7 +52,7 @@ from vdimport_local.airflow import free_port
 from vdimport_local.diskimages import Partition, build_disk, sample_files
 from vdimport_local.pipeline import STEP_ORDER
 from vdimport_local.stack import DAG_ID, LocalStack
-from vdimport_worker.naming import RUN_TAG, run_key
+from vdimport_worker.naming import RUN_TAG
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
@@ -123,8 +124,7 @@ class Emulated:
     create_volume_tokens: list[str]
 
     def of_run(self, kind: str, run_id: str) -> list[dict[str, Any]]:
-        key = run_key(run_id)
-        return [r for r in self.resources[kind] if (r.get("freeformTags") or {}).get(RUN_TAG) == key]
+        return of_run(self.resources[kind], run_id)
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +192,8 @@ def _assert_volume_holds(case: Case, outcome: Outcome, local: Local) -> None:
 def _assert_nothing_left(case: Case, run_id: str, emulated: Emulated) -> None:
     instances = emulated.of_run("instance", run_id)
     assert all(i["lifecycleState"] == "TERMINATED" for i in instances), [(i["id"], i["lifecycleState"]) for i in instances]
-    prefix = f"vdimport-{run_key(run_id)}"
-    assert not [p["name"] for p in emulated.resources["par"] if str(p.get("name", "")).startswith(prefix)], "a PAR is left"
+    prefixes = tuple(f"vdimport-{r['freeformTags'][RUN_TAG]}" for kind in ("instance", "volume") for r in emulated.of_run(kind, run_id))
+    assert not [p["name"] for p in emulated.resources["par"] if prefixes and str(p.get("name", "")).startswith(prefixes)], "a PAR is left"
     volumes = [v for v in emulated.of_run("volume", run_id) if v["lifecycleState"] not in ("TERMINATING", "TERMINATED")]
     mine = {i["id"] for i in instances} | {v["id"] for v in emulated.of_run("volume", run_id)}
     attached = [
@@ -207,7 +207,7 @@ def _assert_nothing_left(case: Case, run_id: str, emulated: Emulated) -> None:
         return
     assert not volumes, f"a failed run left volumes: {[v['id'] for v in volumes]}"
     if STEP_ORDER.index(case.where) < BEFORE_VOLUME:
-        assert not [t for t in emulated.create_volume_tokens if t.startswith(prefix)], "a refused image got a volume created"
+        assert not [t for t in emulated.create_volume_tokens if prefixes and t.startswith(prefixes)], "a refused image got a volume created"
 
 
 # --- events straight to the function ----------------------------------------------------------

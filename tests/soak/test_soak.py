@@ -51,7 +51,7 @@ from vdimport_local.airflow import LocalAirflow, free_port
 from vdimport_local.diskimages import FORMATS, Partition, build_disk, convert, raw_bytes, sample_files
 from vdimport_local.pipeline import STEP_ORDER
 from vdimport_local.stack import DAG_ID, LocalStack, UpOptions
-from vdimport_worker.naming import RUN_TAG, run_key
+from vdimport_worker.naming import DAG_RUN_TAG
 
 COUNT = int(os.environ.get("VDIMPORT_SOAK_COUNT") or 5)
 MAX_VMS = int(os.environ.get("VDIMPORT_SOAK_MAX_VMS") or UpOptions().max_worker_vms)
@@ -304,7 +304,7 @@ def test_uploads_at_once_are_all_imported_without_crosstalk_within_the_limits(so
     for disk in soak.disks:
         result = results[disk.index]
         volume = volumes[result["volume_id"]]
-        assert volume["freeformTags"][RUN_TAG] == run_key(result["dag_run_id"]), f"{disk.name}: the volume is tagged for another run"
+        assert volume["freeformTags"][DAG_RUN_TAG] == result["dag_run_id"], f"{disk.name}: the volume is tagged for another run"
         assert volume["displayName"] == f"soak-{disk.index:02d}"
         assert result["volume_path"] == emulator.admin("GET", f"volumes/{result['volume_id']}")["path"]
         assert hashes[disk.index] == disk.sha256, f"{disk.name}: its volume does not hold its image's bytes"

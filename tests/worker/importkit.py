@@ -19,10 +19,10 @@ from typing import Any
 
 import oci
 from hostilekit import file_contains  # noqa: F401 - re-exported: the marker scan lives with the hostile images
+from runkit import run_pars, run_prefixes, run_resources
 
 from vdimport_local.emulator.client import EmulatorHandle
 from vdimport_local.pipeline import ImportOutcome, run_import
-from vdimport_worker.naming import RUN_TAG, run_key
 
 BUCKET = "vdimport-tests"
 LIVE_ATTACHMENT = ("ATTACHING", "ATTACHED", "DETACHING")
@@ -122,18 +122,6 @@ def selected_params(request: Any, name: str) -> list[Any]:
     ]
 
 
-def run_resources(emu: EmulatorHandle, run_id: str, kind: str) -> list[dict[str, Any]]:
-    """The resources of ``kind`` that carry this run's ``vdimport-run`` tag."""
-    key = run_key(run_id)
-    return [r for r in emu.resources(kind) if (r.get("freeformTags") or {}).get(RUN_TAG) == key]
-
-
-def run_pars(emu: EmulatorHandle, run_id: str) -> list[dict[str, Any]]:
-    """PARs the run made (PARs carry no tags: they are named after the run)."""
-    prefix = f"vdimport-{run_key(run_id)}"
-    return [p for p in emu.resources("par") if str(p.get("name", "")).startswith(prefix)]
-
-
 def volume_path(emu: EmulatorHandle, volume_id: str) -> Path:
     """The sparse file behind a volume (admin API)."""
     return Path(emu.admin("GET", f"volumes/{volume_id}")["path"])
@@ -195,8 +183,8 @@ def assert_no_volume_made(emu: EmulatorHandle, run_id: str) -> None:
     """The run never created a volume: none carries its tag, no CreateVolume used its retry token."""
     volumes = run_resources(emu, run_id, "volume")
     assert not volumes, f"the run created volumes: {[(v['id'], v['lifecycleState']) for v in volumes]}"
-    prefix = f"vdimport-{run_key(run_id)}"
-    creates = [c for c in emu.calls("CreateVolume") if str(c.get("retryToken") or "").startswith(prefix)]
+    prefixes = run_prefixes(emu, run_id)
+    creates = [c for c in emu.calls("CreateVolume") if prefixes and str(c.get("retryToken") or "").startswith(prefixes)]
     assert not creates, f"the run called CreateVolume {len(creates)} time(s)"
 
 

@@ -166,9 +166,16 @@ def test_finished_step_run_again_is_a_no_op(emu: EmulatorHandle, source: Source,
     upto = _steps(emu, run_id, source.request, STEP_ORDER[: index + 1], {})
     first = upto.state[step]
     prior = {name: upto.state[name] for name in STEP_ORDER[:index]}
+    if index == 0:  # as the DAG passes it: the run instance's key from its later steps' results
+        prior = {"launch_worker": {"run_key": first["run_key"]}}
 
     mark = time.time()
     again = _once(emu, step, run_id, source.request, prior)
+    if step == "detach_volume":  # from here on the volume is delivered: a re-run says so and touches nothing
+        first = {"delivered": True, "volume_id": first["volume_id"], "run_key": first["run_key"], "step": step}
+    if step == "report":
+        assert again.result is not None and again.result.pop("already_delivered") is True
+        first = {k: v for k, v in first.items() if k != "already_delivered"}
     assert _comparable(again.result) == _comparable(first), f"{step} returned another result when run again"
     changes = sorted({c["operation"] for c in calls_since(emu, mark) if c["operation"] in MUTATING})
     assert set(changes) <= RERUN_MAY_CALL.get(step, set()), f"{step} run again changed something: {changes}"

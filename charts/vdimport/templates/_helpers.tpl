@@ -91,6 +91,19 @@ app.kubernetes.io/part-of: vdimport
 {{- $_ := set $env "VDIMPORT_WRITE_VPUS_PER_GB" (include "vdimport.envValue" $v.workerVm.writeVpusPerGb) }}
 {{- $_ := set $env "VDIMPORT_DOWNLOAD_STREAMS" (include "vdimport.envValue" $v.workerVm.downloadStreams) }}
 {{- $_ := set $env "VDIMPORT_MAX_VOLUME_GB" (include "vdimport.envValue" $v.maxVolumeGb) }}
+{{- with $v.notifications.topicId }}
+{{- $_ := set $env "VDIMPORT_NOTIFICATION_TOPIC_ID" . }}
+{{- end }}
+{{- with $v.airflow.uiUrl }}
+{{- $_ := set $env "VDIMPORT_AIRFLOW_UI_URL" . }}
+{{- end }}
+{{- $_ := set $env "VDIMPORT_REAPER_GRACE_SECONDS" (include "vdimport.envValue" $v.reaper.graceSeconds) }}
+{{- with $v.reaper.extraCompartments }}
+{{- $_ := set $env "VDIMPORT_REAPER_COMPARTMENTS" (join "," .) }}
+{{- end }}
+{{- with $v.oci.bucketName }}
+{{- $_ := set $env "VDIMPORT_REAPER_BUCKETS" . }}
+{{- end }}
 {{- range $name, $seconds := $v.deadlineSeconds }}
 {{- $_ := set $env (printf "VDIMPORT_%s_TIMEOUT_SECONDS" (upper $name)) (include "vdimport.envValue" $seconds) }}
 {{- end }}
@@ -121,6 +134,8 @@ app.kubernetes.io/part-of: vdimport
 {{- $_ := set $env "VDIMPORT_STEP_POOL" $v.dag.stepPool.name }}
 {{- $_ := set $env "VDIMPORT_STEP_POOL_SLOTS" (include "vdimport.envValue" $v.dag.stepPool.slots) }}
 {{- $_ := set $env "VDIMPORT_MAX_WORKER_VMS" (include "vdimport.envValue" $v.dag.maxWorkerVms) }}
+{{- $_ := set $env "VDIMPORT_REAPER_SCHEDULE" $v.reaper.schedule }}
+{{- $_ := set $env "VDIMPORT_FAILED_POD_RETENTION_HOURS" (include "vdimport.envValue" $v.reaper.failedPodRetentionHours) }}
 {{- range $name, $value := $v.dag.extraSettings }}
 {{- $_ := set $env $name (include "vdimport.envValue" $value) }}
 {{- end }}

@@ -6,6 +6,13 @@ the KubernetesPodOperator XCom sidecar), and on failure exits non-zero with the 
 cause as its last log line: 1 for a failure a retry may fix, 2 for a configuration error,
 3 when the request or the image itself is wrong (the DAG does not retry those).
 ``--request``/``--state`` take JSON text or ``@file``.
+
+Every result carries the run instance's key (``run_key``) and, when the step had to run earlier
+steps again first (a resumed run), their new results (``refreshed``). Once the run's volume is
+delivered, the data-path steps report ``{"delivered": true}`` and touch nothing. SIGTERM (a
+pod deleted, a task marked failed) ends the step through its normal error path, so a launch
+stopped half-way terminates what it launched. ``reap_scan`` and ``reap`` are the reaper DAG's
+steps (no run, no request).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -25,7 +33,7 @@ from .config import ConfigError, WorkerConfig
 from .context import Rejected, StepContext, StepError
 from .remote import RemoteError
 from .request import ImportRequest, RequestError
-from .steps import CLEANUP_STEP, STEP_NAMES, STEPS
+from .steps import CLEANUP_STEP, DATA_PATH, MAINTENANCE, STEP_NAMES, STEPS
 from .waiting import UnexpectedState, WaitTimeout
 
 DEFAULT_RESULT_PATH = "/airflow/xcom/return.json"
@@ -34,6 +42,15 @@ EXIT_CONFIG = 2
 EXIT_REJECTED = 3  # the request or image is wrong: the DAG fails the task without retrying it
 
 log = logging.getLogger("vdimport")
+
+
+class Terminated(BaseException):
+    """SIGTERM: the pod or task is being stopped. A BaseException, so that only cleanup catches it."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated("stopped by SIGTERM (the task was stopped, marked failed or its pod deleted)")
 
 
 def _json_arg(text: str, what: str) -> Any:
@@ -82,12 +99,15 @@ def describe_service_error(exc: oci.exceptions.ServiceError) -> str:
 
 def run(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vdimport-step", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=STEP_NAMES)
-    parser.add_argument("--run-id", required=True, help="the DAG run id; names and tags derive from it")
-    parser.add_argument("--request", required=True, help="the import request (DAG run conf) as JSON or @file")
+    parser.add_argument("step", choices=(*STEP_NAMES, *MAINTENANCE))
+    parser.add_argument("--run-id", help="the DAG run id (import steps); shown in tags, never the run's identity")
+    parser.add_argument("--request", help="the import request (DAG run conf) as JSON or @file (import steps)")
     parser.add_argument("--state", default="{}", help="results of earlier steps, {step: result}, as JSON or @file")
     args = parser.parse_args(argv)
+    if args.step in STEPS and (args.run_id is None or args.request is None):
+        parser.error(f"{args.step} needs --run-id and --request")
     _setup_logging(args.step)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     started = time.monotonic()
     try:
         config = WorkerConfig.from_env()
@@ -95,17 +115,22 @@ def run(argv: list[str] | None = None) -> int:
         log.error("FAILED: configuration: %s", exc)
         return EXIT_CONFIG
     try:
-        conf = _json_arg(args.request, "request")
         state = _json_arg(args.state, "state")
         if not isinstance(state, dict):
             raise RequestError("--state must be a JSON object")
-        request = _request_for(args.step, conf)
         from .clients import Clients
 
         clients = Clients(config, retry_base_seconds=config.retry_base_seconds)
-        ctx = StepContext(run_id=args.run_id, conf=conf, request=request, state=state, config=config, clients=clients)
-        log.info("Step %s of run %s (resources named %s-*)", args.step, args.run_id, ctx.names.prefix)
-        result = STEPS[args.step](ctx)
+        if args.step in MAINTENANCE:
+            result = MAINTENANCE[args.step](config, clients, state)
+        else:
+            conf = _json_arg(args.request, "request")
+            request = _request_for(args.step, conf)
+            ctx = StepContext(run_id=args.run_id, conf=conf, request=request, state=state, config=config, clients=clients)
+            result = _run_step(args.step, ctx)
+    except Terminated as exc:
+        log.error("FAILED: %s", exc)
+        return EXIT_FAILED
     except (Rejected, RequestError) as exc:
         log.error("FAILED: %s", exc)
         return EXIT_REJECTED
@@ -126,6 +151,26 @@ def run(argv: list[str] | None = None) -> int:
     _write_result(result)
     log.info("Step %s done in %.1f s", args.step, result["seconds"])
     return 0
+
+
+def _run_step(step: str, ctx: StepContext) -> dict[str, Any]:
+    if step != "inspect_object" and ctx.has_key:
+        log.info("Step %s of run %s (resources named %s-*)", step, ctx.run_id, ctx.names.prefix)
+    else:
+        log.info("Step %s of run %s", step, ctx.run_id)
+    delivered = ctx.delivered_volume() if step in DATA_PATH and ctx.has_key else None
+    if delivered is not None:
+        log.info(
+            "Already delivered: volume %s (%s) is verified and detached; %s has nothing to do", delivered.id, delivered.display_name, step
+        )
+        result: dict[str, Any] = {"delivered": True, "volume_id": delivered.id}
+    else:
+        result = STEPS[step](ctx)
+    if ctx.has_key:
+        result = {**result, "run_key": ctx.names.key}
+    if ctx.refreshed:
+        result["refreshed"] = ctx.refreshed
+    return result
 
 
 def main() -> None:

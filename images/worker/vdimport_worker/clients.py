@@ -105,6 +105,11 @@ class Clients:
     def identity(self) -> oci.identity.IdentityClient:
         return self._make(oci.identity.IdentityClient)
 
+    @functools.cached_property
+    def notifications(self) -> oci.ons.NotificationDataPlaneClient:
+        """PublishMessage (notify.py). The region's endpoint serves every topic of the region."""
+        return self._make(oci.ons.NotificationDataPlaneClient)
+
     @property
     def tenancy(self) -> str | None:
         return self._sdk_config.get("tenancy") or getattr(self._signer, "tenancy_id", None)

@@ -55,6 +55,11 @@ class WorkerConfig:
     poll_max_seconds: float = 10.0
     retry_base_seconds: float = 1.0  # first back-off of the SDK's retries (throttling, 5xx)
     deadlines: Deadlines = field(default_factory=Deadlines)
+    notification_topic_id: str | None = None  # OCI Notifications topic told each import's outcome; None: off
+    airflow_ui_url: str | None = None  # base URL of the Airflow UI for run links in notifications (no trailing /)
+    reaper_grace_seconds: float = 900.0  # the reaper leaves what is younger alone (a run being cleared may adopt it)
+    reaper_buckets: tuple[str, ...] = ()  # buckets whose vdimport PARs the reaper looks at
+    reaper_compartments: tuple[str, ...] = ()  # compartments the reaper scans besides compartment_id
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> WorkerConfig:
@@ -100,6 +105,16 @@ class WorkerConfig:
         if endpoint and not re.match(r"^https?://", endpoint):
             problems.append(f"VDIMPORT_OCI_ENDPOINT must be an http(s) URL (got {endpoint[:60]!r})")
         vpus = number("WRITE_VPUS_PER_GB", 30, 0, 120)
+        ui_url = get("AIRFLOW_UI_URL")
+        # Run links go into notifications: no credentials (user:password@), no query, no fragment.
+        if ui_url and not re.match(r"^https?://[^\s/?#@]+(/[^\s?#]*)?$", ui_url):
+            shown = re.sub(r"//[^/]*@", "//***@", ui_url)[:60]
+            problems.append(f"VDIMPORT_AIRFLOW_UI_URL must be an http(s) base URL without credentials, query or fragment (got {shown!r})")
+        topic = ocid("NOTIFICATION_TOPIC_ID", required=False)
+        if topic and _OCID.match(topic) and not topic.startswith("ocid1.onstopic."):
+            problems.append(f"VDIMPORT_NOTIFICATION_TOPIC_ID is not a Notifications topic OCID (ocid1.onstopic...): {topic[:60]!r}")
+        reaper_compartments = tuple(c.strip() for c in (get("REAPER_COMPARTMENTS") or "").split(",") if c.strip())
+        problems += [f"VDIMPORT_REAPER_COMPARTMENTS: not an OCID: {c[:60]!r}" for c in reaper_compartments if not _OCID.match(c)]
         values: dict[str, Any] = {
             "compartment_id": ocid("COMPARTMENT_ID"),
             "subnet_id": ocid("SUBNET_ID"),
@@ -117,6 +132,11 @@ class WorkerConfig:
             "max_volume_gb": int(number("MAX_VOLUME_GB", 32768, 50, 32768)),
             "poll_max_seconds": number("POLL_MAX_SECONDS", 10, 0.05, 120),
             "retry_base_seconds": number("RETRY_BASE_SECONDS", 1, 0.001, 30),
+            "notification_topic_id": topic or None,
+            "airflow_ui_url": ui_url.rstrip("/") if ui_url else None,
+            "reaper_grace_seconds": number("REAPER_GRACE_SECONDS", 900, 0, 7 * 86400),
+            "reaper_buckets": tuple(b.strip() for b in (get("REAPER_BUCKETS") or get("BUCKET") or "").split(",") if b.strip()),
+            "reaper_compartments": reaper_compartments,
         }
         defaults = Deadlines()
         values["deadlines"] = Deadlines(

@@ -1,4 +1,16 @@
-"""What a step gets: the request, the state earlier steps produced, config and clients."""
+"""What a step gets: the request, the state earlier steps produced, config and clients.
+
+**Resume.** A step reads what earlier steps made through :meth:`StepContext.need`, which checks
+that the earlier result still describes the world (the worker it names is alive, the image was
+downloaded onto *this* worker, the volume exists, the attachment is attached, the write was onto
+*this* volume) and, when it does not, runs that earlier step again in this process first. So a
+task cleared in the Airflow UI after the cleanup removed the worker and the unfinished volume
+re-provisions what it needs and finishes the import, and the refreshed results travel on in
+its own result (``refreshed``) for the steps after it.
+
+**Delivered is final.** Once the run's volume is verified and detached, every step of the data
+path reports "already delivered" and touches nothing (:meth:`StepContext.delivered_volume`).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +18,17 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import oci
+
 from .clients import Clients
 from .config import WorkerConfig
-from .naming import RunNames
+from .naming import RunNames, is_run_key
 from .remote import WorkerShell
 from .request import ImportRequest
 
 log = logging.getLogger("vdimport")
+
+MIN_VOLUME_GB = 50
 
 
 class StepError(RuntimeError):
@@ -26,6 +42,18 @@ class Rejected(StepError):
     """
 
 
+def merged_state(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{step: result}`` with results that later steps re-provisioned (their ``refreshed``) on top."""
+    from .steps import STEP_NAMES
+
+    merged = {step: result for step, result in state.items() if isinstance(result, dict)}
+    for step in STEP_NAMES:
+        refreshed = (merged.get(step) or {}).get("refreshed")
+        if isinstance(refreshed, dict):
+            merged.update({name: value for name, value in refreshed.items() if isinstance(value, dict)})
+    return merged
+
+
 @dataclass
 class StepContext:
     run_id: str
@@ -34,11 +62,34 @@ class StepContext:
     state: dict[str, dict[str, Any]]
     config: WorkerConfig
     clients: Clients
-    names: RunNames = field(init=False)
+    refreshed: dict[str, dict[str, Any]] = field(default_factory=dict)  # earlier steps this one ran again
+    _names: RunNames | None = field(default=None, init=False, repr=False)
+    _fresh: set[str] = field(default_factory=set, init=False, repr=False)
+    _delivered: tuple[Any, ...] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.names = RunNames(self.run_id)
+        self.state = merged_state(self.state)
 
+    # --- identity -------------------------------------------------------------------------
+    @property
+    def names(self) -> RunNames:
+        """The run instance's names and tags, from the key ``inspect_object`` minted."""
+        if self._names is None:
+            key = (self.state.get("inspect_object") or {}).get("run_key")
+            if not is_run_key(key):
+                raise StepError("inspect_object has not completed for this run; run it first")
+            self._names = RunNames(str(key), self.run_id)
+        return self._names
+
+    @property
+    def has_key(self) -> bool:
+        return is_run_key((self.state.get("inspect_object") or {}).get("run_key")) or self._names is not None
+
+    def adopt_key(self, key: str) -> None:
+        """``inspect_object``: this is the run instance's key from now on."""
+        self._names = RunNames(key, self.run_id)
+
+    # --- earlier results ------------------------------------------------------------------
     def result_of(self, step: str) -> dict[str, Any]:
         """An earlier step's result, which this step cannot do without."""
         result = self.state.get(step)
@@ -46,9 +97,44 @@ class StepContext:
             raise StepError(f"{step} has not completed for this run; run it first")
         return result
 
+    def need(self, step: str) -> dict[str, Any]:
+        """An earlier step's result that still holds, running that step again first if it does not."""
+        from .steps import STEPS, staleness
+
+        result = self.state.get(step)
+        if step in self._fresh and result is not None:
+            return result
+        if not isinstance(result, dict):
+            reason: str | None = "it has no result in this run"
+        elif result.get("run_key") != self.names.key:
+            reason = "its result belongs to another run instance"
+        else:
+            reason = staleness(self, step, result)
+        if reason or result is None:
+            log.info("Resuming: running %s again first, because %s", step, reason)
+            result = {**STEPS[step](self), "step": step, "run_key": self.names.key}
+            self.state[step] = result
+            self.refreshed[step] = result
+        self._fresh.add(step)
+        return result
+
+    def forget(self, step: str) -> None:
+        """``step``'s result no longer holds (this step changed what it described)."""
+        self._fresh.discard(step)
+
     @property
     def plan(self) -> dict[str, Any]:
-        return dict(self.result_of("inspect_object")["plan"])
+        """The plan, with the limits it must keep checked again: it came back through XCom."""
+        plan = dict(self.result_of("inspect_object")["plan"])
+        size = plan.get("volume_size_gb")
+        if not isinstance(size, int) or not MIN_VOLUME_GB <= size <= self.config.max_volume_gb:
+            raise Rejected(f"the plan's volume size {size!r} GB is outside this deployment's limits (50..{self.config.max_volume_gb})")
+        vpus = plan.get("vpus_per_gb")
+        if not isinstance(vpus, int) or not 0 <= vpus <= 120:
+            raise Rejected(f"the plan's performance level {vpus!r} VPUs/GB is not one OCI offers")
+        if not str(plan.get("compartment_id", "")).startswith("ocid1."):
+            raise Rejected("the plan names no compartment OCID")
+        return plan
 
     @property
     def compartment_id(self) -> str:
@@ -56,21 +142,35 @@ class StepContext:
         planned = (self.state.get("inspect_object") or {}).get("plan", {}).get("compartment_id")
         return str(planned or self.request.options.compartment_id or self.config.compartment_id)
 
-    def own(self, step: str, key: str, role: str) -> str:
-        """An OCID from an earlier step's result, checked to carry this run's tags before it is
-        acted on: results travel through XCom, which whoever can write Airflow's database could
-        point at another import's volume or VM in the same compartment."""
-        resource_id = str(self.result_of(step)[key])
+    def owned(self, resource_id: str, role: str, step: str) -> Any:
+        """The worker or volume ``resource_id``, checked to carry this run's tags before it is acted
+        on: results travel through XCom, which whoever can write Airflow's database could point at
+        another import's volume or VM in the same compartment. None: it no longer exists."""
         get = self.clients.compute.get_instance if role == "worker" else self.clients.blockstorage.get_volume
-        if not self.names.owns(get(resource_id).data.freeform_tags, role):
+        try:
+            resource = get(resource_id).data
+        except oci.exceptions.ServiceError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if not self.names.owns(resource.freeform_tags, role):
             raise Rejected(f"{step}'s result names {resource_id}, which is not this run's {role}")
-        return resource_id
+        return resource
 
     def worker_id(self) -> str:
-        return self.own("launch_worker", "instance_id", "worker")
+        return str(self.need("launch_worker")["instance_id"])
 
     def volume_id(self) -> str:
-        return self.own("create_volume", "volume_id", "volume")
+        return str(self.need("create_volume")["volume_id"])
 
     def shell(self) -> WorkerShell:
         return WorkerShell(self.clients, self.names, self.worker_id(), self.compartment_id, self.config.poll_max_seconds)
+
+    # --- delivery ---------------------------------------------------------------------------
+    def delivered_volume(self) -> Any | None:
+        """The run's volume once it is verified and detached (then nothing may touch its bytes)."""
+        if self._delivered is None:
+            from .steps.volume import delivered_volumes
+
+            self._delivered = tuple(delivered_volumes(self))
+        return self._delivered[0] if self._delivered else None

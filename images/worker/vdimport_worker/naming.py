@@ -1,24 +1,39 @@
-"""Deterministic names, tags and retry tokens for everything a run creates.
+"""Names, tags and retry tokens for everything a run creates.
 
-A run is known by a short hash of its DAG run id. Every resource carries the freeform
-tags ``vdimport-run`` and ``vdimport-role`` and a display name derived from the run, so a
-retried step finds what an earlier attempt made, and cleanup finds what to remove.
+A run *instance* is known by its key: 128 random bits that ``inspect_object`` mints and every
+later step reads from the state (its result travels in XCom). It is never derived from the
+DAG run id, which a caller chooses and which Airflow lets be re-used after a run is deleted: a
+new run with an old id gets a new key and can never adopt the earlier run's resources.
+
+Every resource carries the freeform tags ``vdimport-run`` (the key), ``vdimport-role`` and
+``vdimport-dag-run`` (the DAG run id, for people and for the reaper, never for ownership) and a
+display name derived from the key, so a retried step finds what an earlier attempt made, and
+cleanup finds what to remove.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
+import secrets
 import unicodedata
 from dataclasses import dataclass
 
 RUN_TAG = "vdimport-run"
 ROLE_TAG = "vdimport-role"
+DAG_RUN_TAG = "vdimport-dag-run"
 MAX_DISPLAY_NAME = 255
+MAX_TAG_VALUE = 256  # OCI freeform tag values
+KEY_BYTES = 16
+_KEY = re.compile(r"[0-9a-f]{32}")
 
 
-def run_key(run_id: str) -> str:
-    return hashlib.sha256(run_id.encode()).hexdigest()[:12]
+def new_run_key() -> str:
+    """A fresh run key: 128 random bits as 32 hex digits."""
+    return secrets.token_hex(KEY_BYTES)
+
+
+def is_run_key(value: object) -> bool:
+    return isinstance(value, str) and _KEY.fullmatch(value) is not None
 
 
 def volume_display_name(requested: str | None, object_name: str) -> str:
@@ -46,11 +61,12 @@ def _sanitised(name: str) -> str:
 
 @dataclass(frozen=True)
 class RunNames:
-    run_id: str
+    key: str
+    dag_run_id: str = ""
 
-    @property
-    def key(self) -> str:
-        return run_key(self.run_id)
+    def __post_init__(self) -> None:
+        if not is_run_key(self.key):
+            raise ValueError(f"not a run key: {self.key!r}")
 
     @property
     def prefix(self) -> str:
@@ -62,6 +78,8 @@ class RunNames:
     def tags(self, role: str, extra: dict[str, str] | None = None) -> dict[str, str]:
         tags = dict(extra or {})
         tags.update({RUN_TAG: self.key, ROLE_TAG: role})
+        if self.dag_run_id:
+            tags[DAG_RUN_TAG] = self.dag_run_id[:MAX_TAG_VALUE]
         return tags
 
     def retry_token(self, operation: str) -> str:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, TypeVar
@@ -68,6 +69,12 @@ class EmulatorHandle:
 
     def history(self, kind: str | None = None) -> list[dict[str, Any]]:
         return list(self.admin("GET", "history" + (f"?kind={kind}" if kind else "")))
+
+    def messages(self, topic_id: str | None = None) -> list[dict[str, Any]]:
+        """Notifications messages published so far, oldest first: ``messageId``, ``timeStamp``,
+        ``topicId``, ``title``, ``body``, ``messageType``; ``topic_id`` narrows to one topic."""
+        query = f"?topicId={urllib.parse.quote(topic_id, safe='')}" if topic_id else ""
+        return list(self.admin("GET", "messages" + query))
 
     # --- process ----------------------------------------------------------
     @classmethod

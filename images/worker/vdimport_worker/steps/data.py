@@ -42,6 +42,7 @@ def _create_read_par(ctx: StepContext) -> tuple[str, str]:
 def download_image(ctx: StepContext) -> dict[str, Any]:
     obj = ctx.result_of("inspect_object")["object"]
     source = _source(ctx)
+    ctx.need("wait_worker_ready")
     par_id, url = _create_read_par(ctx)
     log.info("Created a read-only pre-authenticated request for the object (expires after the download)")
     try:
@@ -80,15 +81,37 @@ def download_image(ctx: StepContext) -> dict[str, Any]:
     log.info(
         "qemu-img agrees: %s, virtual size %d bytes, %d bytes allocated", info["format"], info["virtual-size"], info.get("actual-size", 0)
     )
-    return {"path": result["path"], "format": info["format"], "virtual_size": info["virtual-size"], "actual_size": info.get("actual-size")}
+    return {
+        "path": result["path"],
+        "format": info["format"],
+        "virtual_size": info["virtual-size"],
+        "actual_size": info.get("actual-size"),
+        "instance_id": ctx.worker_id(),
+    }
+
+
+def stale_download(ctx: StepContext, result: dict[str, Any]) -> str | None:
+    worker = ctx.worker_id()
+    if result.get("instance_id") != worker:
+        return f"the image was downloaded onto worker {result.get('instance_id')}, and the run's worker is now {worker}"
+    return None
+
+
+def stale_check(ctx: StepContext, result: dict[str, Any]) -> str | None:
+    """write, verify and fsck hold for the volume they were done on."""
+    volume = ctx.volume_id()
+    if result.get("volume_id") != volume:
+        return f"it was done on volume {result.get('volume_id')}, and the run's volume is now {volume}"
+    return None
 
 
 def _device(ctx: StepContext) -> str:
-    return str(ctx.result_of("attach_volume")["device"])
+    """The device path of the run's attachment, as the attachment API reported it (checked in need)."""
+    return str(ctx.need("attach_volume")["device"])
 
 
 def write_image(ctx: StepContext) -> dict[str, Any]:
-    downloaded = ctx.result_of("download_image")
+    downloaded = ctx.need("download_image")
     log.info("Writing the image onto the volume at %s", _device(ctx))
     result = (
         ctx.shell()
@@ -100,15 +123,17 @@ def write_image(ctx: StepContext) -> dict[str, Any]:
         .result
     )
     log.info("Image written and flushed (direct I/O: %s, zeroed ahead: %s)", result.get("direct_io"), result.get("zeroed_ahead"))
-    return result
+    for later in ("verify_image", "fsck_volume"):  # what they found was about the bytes before this write
+        ctx.forget(later)
+    return {**result, "volume_id": ctx.volume_id()}
 
 
 def verify_image(ctx: StepContext) -> dict[str, Any]:
     if not ctx.plan["verify"]:
         log.info("Verification skipped (verify=false)")
-        return {"skipped": True}
-    ctx.result_of("write_image")
-    downloaded = ctx.result_of("download_image")
+        return {"skipped": True, "volume_id": ctx.volume_id()}
+    ctx.need("write_image")
+    downloaded = ctx.need("download_image")
     log.info("Comparing the volume with the source image (qemu-img compare)")
     ctx.shell().run(
         "verify",
@@ -116,15 +141,15 @@ def verify_image(ctx: StepContext) -> dict[str, Any]:
         _command_timeout(ctx),
     )
     log.info("The volume holds exactly the image's content")
-    return {"identical": True}
+    return {"identical": True, "volume_id": ctx.volume_id()}
 
 
 def fsck_volume(ctx: StepContext) -> dict[str, Any]:
     mode = ctx.plan["fsck"]
     if mode == "off":
         log.info("File system check skipped (fsck=off)")
-        return {"skipped": True, "mode": mode}
-    ctx.result_of("write_image")
+        return {"skipped": True, "mode": mode, "volume_id": ctx.volume_id()}
+    ctx.need("write_image")
     log.info("Checking each partition's file system read-only")
     result = ctx.shell().run("fsck", {"DEVICE": _device(ctx)}, _command_timeout(ctx)).result
     partitions = result.get("partitions", [])
@@ -136,4 +161,4 @@ def fsck_volume(ctx: StepContext) -> dict[str, Any]:
         raise StepError(f"fsck found errors on partition {listed} (fsck=strict)")
     if bad:
         log.warning("fsck found errors on %d partition(s); reported, not fatal (fsck=check)", len(bad))
-    return {"mode": mode, "table": result.get("table"), "partitions": partitions, "errors": len(bad)}
+    return {"mode": mode, "table": result.get("table"), "partitions": partitions, "errors": len(bad), "volume_id": ctx.volume_id()}

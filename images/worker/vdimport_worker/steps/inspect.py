@@ -11,7 +11,7 @@ import oci
 from ..clients import list_all
 from ..context import Rejected, StepContext, StepError
 from ..imageformat import UnsafeImage, inspect_source
-from ..naming import volume_display_name
+from ..naming import is_run_key, new_run_key, volume_display_name
 from ..request import ImportRequest, RequestError
 
 log = logging.getLogger("vdimport")
@@ -26,7 +26,26 @@ def volume_size_gb(virtual_size: int) -> int:
     return max(MIN_VOLUME_GB, -(-virtual_size // GIB))
 
 
+def run_instance_key(ctx: StepContext) -> str:
+    """The run instance's key: the one its later steps carry when inspect_object is run again in
+    the same run (a Clear from here on a run that got further), else a new one.
+
+    The later results come from this run instance's own XComs (the DAG passes their ``run_key``
+    in the state); a run re-using a deleted run's id has none of them, so it gets a new key.
+    """
+    earlier = {r.get("run_key") for step, r in ctx.state.items() if step != "inspect_object" and isinstance(r, dict)}
+    earlier = {k for k in earlier if is_run_key(k)}
+    if len(earlier) == 1:
+        key = str(earlier.pop())
+        log.info("Run instance key from this run's earlier steps (resources named vdimport-%s-*)", key)
+        return key
+    if earlier:
+        log.warning("The run's earlier steps carry %d different keys; starting a new run instance", len(earlier))
+    return new_run_key()
+
+
 def inspect_object(ctx: StepContext) -> dict[str, Any]:
+    ctx.adopt_key(run_instance_key(ctx))
     req = ctx.request
     os_client = ctx.clients.object_storage
     log.info("Inspecting object %s in bucket %s (namespace %s)", _shown(req.object), req.bucket, req.namespace)
@@ -78,6 +97,7 @@ def inspect_object(ctx: StepContext) -> dict[str, Any]:
         "source": source.to_json(),
         "plan": plan,
         "warnings": [f"unknown option {k}" for k in request.unknown_keys],
+        "run_key": ctx.names.key,
     }
 
 
@@ -108,7 +128,7 @@ def _plan(ctx: StepContext, request: ImportRequest, virtual_size: int) -> dict[s
         ad = ads[opts.ad_number - 1]
     else:
         # "Random" as in the seed, but stable across retries of the same run.
-        ad = ads[int(hashlib.sha256(ctx.run_id.encode()).hexdigest(), 16) % len(ads)]
+        ad = ads[int(hashlib.sha256(ctx.names.key.encode()).hexdigest(), 16) % len(ads)]
     return {
         "compartment_id": compartment,
         "availability_domain": ad,

@@ -1,8 +1,12 @@
 """The block volume: create, attach, detach, tune, back up; delete it when the import failed.
 
 A volume is marked ``vdimport-state: verified`` by detach_volume once it holds a written,
-checked image; cleanup deletes a run's volumes that never got that mark (unless the
-request asked to keep them), so a failed import leaves nothing half-written behind.
+checked image and this run's attachment is gone, and ``delivered`` by the report. A verified
+volume is final: no step of any run attaches, writes, detaches or deletes it again (the data
+path reports "already delivered"), and tune/backup leave a delivered one alone. Cleanup deletes
+a run's volumes that never got the mark (unless the request asked to keep them), so a failed
+import leaves nothing half-written behind. Only attachments this run made are ever detached:
+its own display name on an instance carrying this run's tags, never "every attachment".
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ log = logging.getLogger("vdimport")
 DEVICES = [f"/dev/oracleoci/oraclevd{letter}" for letter in "bcdefghijklmnopqrstuvwxyz"]
 STATE_TAG = "vdimport-state"
 VERIFIED = "verified"
+DELIVERED = "delivered"
+FINAL = (VERIFIED, DELIVERED)
 LIVE_ATTACHMENT = ("ATTACHING", "ATTACHED", "DETACHING")
 
 
@@ -44,9 +50,23 @@ def _wait_volume(ctx: StepContext, volume_id: str, what: str) -> Any:
     )
 
 
+def delivered_volumes(ctx: StepContext) -> list[Any]:
+    """The run's volumes that are verified or delivered: final, never touched by the data path again."""
+    return [v for v in _run_volumes(ctx) if (v.freeform_tags or {}).get(STATE_TAG) in FINAL]
+
+
+def stale_volume(ctx: StepContext, result: dict[str, Any]) -> str | None:
+    volume = ctx.owned(str(result["volume_id"]), "volume", "create_volume")
+    if volume is None:
+        return f"the volume {result['volume_id']} no longer exists"
+    if volume.lifecycle_state in GONE:
+        return f"the volume {volume.id} is {volume.lifecycle_state} (the cleanup deleted the unfinished volume)"
+    return None
+
+
 def create_volume(ctx: StepContext) -> dict[str, Any]:
     plan = ctx.plan
-    ad = ctx.result_of("launch_worker")["availability_domain"]
+    ad = ctx.need("launch_worker")["availability_domain"]
     mine = _run_volumes(ctx, include_gone=True)
     existing = [v for v in mine if v.availability_domain == ad and v.lifecycle_state not in GONE]
     # A run resumed after cleanup deleted its volume needs a new one, hence a new retry token.
@@ -82,7 +102,35 @@ def _live_attachments(ctx: StepContext, volume_id: str) -> list[Any]:
     return [a for a in attachments if a.lifecycle_state in LIVE_ATTACHMENT]
 
 
+def _run_attachments(ctx: StepContext, volume_id: str) -> tuple[list[Any], list[Any]]:
+    """The volume's live attachments: (this run's, anybody else's). This run's carry its display
+    name and are to an instance with this run's worker tags (checked through the API)."""
+    mine: list[Any] = []
+    others: list[Any] = []
+    workers: dict[str, bool] = {}
+    for attachment in _live_attachments(ctx, volume_id):
+        if attachment.instance_id not in workers:
+            tags = ctx.clients.compute.get_instance(attachment.instance_id).data.freeform_tags
+            workers[attachment.instance_id] = ctx.names.owns(tags, "worker")
+        own = workers[attachment.instance_id] and attachment.display_name == ctx.names.name("attachment")
+        (mine if own else others).append(attachment)
+    return mine, others
+
+
+def stale_attachment(ctx: StepContext, result: dict[str, Any]) -> str | None:
+    worker, volume = ctx.worker_id(), ctx.volume_id()
+    if result.get("instance_id") != worker or result.get("volume_id") != volume:
+        return "it attached another worker or volume than the run's current ones"
+    attachment = ctx.clients.compute.get_volume_attachment(str(result["attachment_id"])).data
+    if attachment.lifecycle_state != "ATTACHED":
+        return f"the attachment {attachment.id} is {attachment.lifecycle_state}"
+    if (attachment.instance_id, attachment.volume_id, attachment.device) != (worker, volume, result.get("device")):
+        return "the attachment the API shows differs from the recorded one"
+    return None
+
+
 def attach_volume(ctx: StepContext) -> dict[str, Any]:
+    ctx.need("wait_worker_ready")
     instance_id = ctx.worker_id()
     volume_id = ctx.volume_id()
     compute = ctx.clients.compute
@@ -122,7 +170,7 @@ def attach_volume(ctx: StepContext) -> dict[str, Any]:
         bad=("DETACHING", "DETACHED"),
     )
     log.info("Volume attached at %s", attachment.device)
-    return {"attachment_id": attachment.id, "device": attachment.device}
+    return {"attachment_id": attachment.id, "device": attachment.device, "instance_id": instance_id, "volume_id": volume_id}
 
 
 def _wait_detached(ctx: StepContext, attachment_id: str, what: str) -> None:
@@ -136,33 +184,52 @@ def _wait_detached(ctx: StepContext, attachment_id: str, what: str) -> None:
 
 
 def detach_volume(ctx: StepContext) -> dict[str, Any]:
+    for step in ("write_image", "verify_image", "fsck_volume"):  # what "verified" will claim, for this volume
+        ctx.need(step)
     volume_id = ctx.volume_id()
     compute = ctx.clients.compute
-    # The run's attachment and any other live one: a re-run finds none live and returns the same.
-    detached = {str(ctx.result_of("attach_volume")["attachment_id"])}
-    live = _live_attachments(ctx, volume_id)
-    for attachment in live:
+    recorded = (ctx.state.get("attach_volume") or {}).get("attachment_id")
+    detached = {str(recorded)} if recorded else set()
+    mine, others = _run_attachments(ctx, volume_id)
+    for attachment in mine:
         if attachment.lifecycle_state != "DETACHING":
-            log.info("Detaching volume %s from %s", volume_id, attachment.device)
+            log.info("Detaching volume %s from the worker (%s, attachment %s)", volume_id, attachment.device, attachment.id)
             compute.detach_volume(attachment.id)
         _wait_detached(ctx, attachment.id, f"detaching volume {volume_id}")
         detached.add(attachment.id)
-    if not live:
-        log.info("Volume %s is not attached", volume_id)
-    _mark_verified(ctx, volume_id)
+    for attachment in others:
+        log.warning(
+            "Leaving attachment %s of volume %s to instance %s alone: this run did not make it",
+            attachment.id,
+            volume_id,
+            attachment.instance_id,
+        )
+    if not mine:
+        log.info("Volume %s is not attached to this run's worker", volume_id)
+    _mark(ctx, volume_id, VERIFIED)
     return {"volume_id": volume_id, "detached": sorted(detached)}
 
 
-def _mark_verified(ctx: StepContext, volume_id: str) -> None:
-    """The volume holds a written, checked image: cleanup must keep it from now on."""
-    for step in ("write_image", "verify_image", "fsck_volume"):
-        ctx.result_of(step)
+def _mark(ctx: StepContext, volume_id: str, state: str) -> None:
+    """Record the volume's state in its tags (verified: cleanup keeps it from now on)."""
     volume = ctx.clients.blockstorage.get_volume(volume_id).data
     tags = dict(volume.freeform_tags or {})
-    if tags.get(STATE_TAG) != VERIFIED:
-        tags[STATE_TAG] = VERIFIED
+    if tags.get(STATE_TAG) != state:
+        tags[STATE_TAG] = state
         ctx.clients.blockstorage.update_volume(volume_id, oci.core.models.UpdateVolumeDetails(freeform_tags=tags))
         _wait_volume(ctx, volume_id, f"tagging volume {volume_id}")
+
+
+def mark_delivered(ctx: StepContext, volume_id: str) -> None:
+    _mark(ctx, volume_id, DELIVERED)
+
+
+def final_volume(ctx: StepContext) -> Any:
+    """The run's verified volume, for the steps after the data path (tune, backup, report)."""
+    volume = ctx.delivered_volume()
+    if volume is None:
+        raise StepError("this run has no verified volume: detach_volume has not completed")
+    return volume
 
 
 def delete_unfinished_volumes(ctx: StepContext) -> tuple[list[str], list[str]]:
@@ -175,10 +242,17 @@ def delete_unfinished_volumes(ctx: StepContext) -> tuple[list[str], list[str]]:
     keep = plan.get("keep_on_failure", ctx.request.options.keep_on_failure)
     deleted, kept = [], []
     for volume in _run_volumes(ctx):
-        if (volume.freeform_tags or {}).get(STATE_TAG) == VERIFIED:
+        if (volume.freeform_tags or {}).get(STATE_TAG) in FINAL:
             continue
-        for attachment in _live_attachments(ctx, volume.id):
+        mine, others = _run_attachments(ctx, volume.id)
+        for attachment in mine:
             _wait_detached(ctx, attachment.id, f"waiting for volume {volume.id} to detach")
+        if others:
+            log.warning(
+                "Not deleting unfinished volume %s: it is attached to %s, which this run did not make", volume.id, others[0].instance_id
+            )
+            kept.append(volume.id)
+            continue
         if keep:
             log.warning(
                 "Keeping unfinished volume %s (%s) as the request asked (keep_on_failure): its content is NOT a checked import",
@@ -193,8 +267,18 @@ def delete_unfinished_volumes(ctx: StepContext) -> tuple[list[str], list[str]]:
     return deleted, kept
 
 
+def _already_delivered(volume: Any) -> bool:
+    if (volume.freeform_tags or {}).get(STATE_TAG) == DELIVERED:
+        log.info("Volume %s was delivered already; leaving it as it is", volume.id)
+        return True
+    return False
+
+
 def tune_volume(ctx: StepContext) -> dict[str, Any]:
-    volume_id = ctx.volume_id()
+    volume = final_volume(ctx)
+    volume_id = volume.id
+    if _already_delivered(volume):
+        return {"vpus_per_gb": volume.vpus_per_gb, "delivered": True}
     wanted = ctx.plan["vpus_per_gb"]
     # Wait first: an update from a killed earlier attempt may still be in progress.
     volume = _wait_volume(ctx, volume_id, f"volume {volume_id}")
@@ -215,7 +299,10 @@ def assign_backup_policy(ctx: StepContext) -> dict[str, Any]:
         log.info("No backup policy requested")
         return {"policy_id": None, "skipped": True}
     storage = ctx.clients.blockstorage
-    volume_id = ctx.volume_id()
+    volume = final_volume(ctx)
+    volume_id = volume.id
+    if _already_delivered(volume):
+        return {"policy": policy, "delivered": True}
     if policy.startswith("ocid1."):
         policy_id = policy
     else:

@@ -91,6 +91,30 @@ def _launch_details(ctx: StepContext, ad: str, image_id: str) -> Any:
 
 
 def launch_worker(ctx: StepContext) -> dict[str, Any]:
+    """Launch the run's worker, or adopt the one an earlier attempt launched.
+
+    A launch that fails or is stopped half-way (an error after the request reached OCI, SIGTERM
+    when the run is marked failed) terminates what it launched before it gives up: the DAG's
+    teardown does not run for a setup that failed, so the setup cleans up after itself.
+    """
+    try:
+        return _launch_or_adopt(ctx)
+    except BaseException as exc:
+        _terminate_half_launched(ctx, exc)
+        raise
+
+
+def _terminate_half_launched(ctx: StepContext, exc: BaseException) -> None:
+    try:
+        for instance in _run_instances(ctx):
+            if instance.lifecycle_state not in ("TERMINATING", "TERMINATED"):
+                log.warning("Launch did not complete (%s); terminating worker %s", type(exc).__name__, instance.id)
+                ctx.clients.compute.terminate_instance(instance.id, preserve_boot_volume=False)
+    except Exception as cleanup_error:  # noqa: BLE001 - best effort: the teardown or the reaper collects it then
+        log.warning("Could not terminate the half-launched worker: %s", cleanup_error)
+
+
+def _launch_or_adopt(ctx: StepContext) -> dict[str, Any]:
     instances = _run_instances(ctx)
     alive = [i for i in instances if i.lifecycle_state in ALIVE]
     if alive:
@@ -145,13 +169,32 @@ def wait_worker_ready(ctx: StepContext) -> dict[str, Any]:
     log.info("Worker is RUNNING; waiting for cloud-init and the Run Command agent")
     result = ctx.shell().run("ready", {}, int(ctx.config.deadlines.ready)).result
     log.info("Worker ready: qemu-img %s, %.1f GB free", result.get("qemu_img"), result.get("free_bytes", 0) / 1e9)
-    return result
+    return {**result, "instance_id": instance_id}
+
+
+def stale_worker(ctx: StepContext, result: dict[str, Any]) -> str | None:
+    instance = ctx.owned(str(result["instance_id"]), "worker", "launch_worker")
+    if instance is None:
+        return f"the worker {result['instance_id']} no longer exists"
+    if instance.lifecycle_state not in ALIVE:
+        return f"the worker {instance.id} is {instance.lifecycle_state}"
+    return None
+
+
+def stale_ready(ctx: StepContext, result: dict[str, Any]) -> str | None:
+    worker = ctx.worker_id()
+    if result.get("instance_id") != worker:
+        return f"it checked worker {result.get('instance_id')}, and the run's worker is now {worker}"
+    return None
 
 
 def terminate_worker(ctx: StepContext) -> dict[str, Any]:
     """Clean up whatever the run made, from whatever state exists: PARs, the worker, a failed volume."""
     from .volume import delete_unfinished_volumes
 
+    if not ctx.has_key:
+        log.info("inspect_object did not complete, so this run made nothing to clean up")
+        return {"terminated": [], "pars_deleted": 0, "volumes_deleted": [], "volumes_kept": []}
     pars = _delete_pars(ctx)
     instances = _run_instances(ctx)
     stopping = []

@@ -6,7 +6,7 @@ from ..routing import Service
 
 
 def all_services() -> list[Service]:
-    from . import admin, blockstorage, compute, identity, instanceagent, objectstorage, secrets
+    from . import admin, blockstorage, compute, identity, instanceagent, notifications, objectstorage, secrets
 
     return [
         admin.service,
@@ -16,4 +16,5 @@ def all_services() -> list[Service]:
         blockstorage.service,
         instanceagent.service,
         secrets.service,
+        notifications.service,
     ]
