@@ -3,7 +3,7 @@
 The import's teardown (``terminate_worker``) is the first line of cleanup; this DAG catches
 what no task of a run can: a run **deleted** while it ran, a scheduler killed mid-run, cleanup
 retries that ran out, a launch killed half-way. Every ``VDIMPORT_REAPER_SCHEDULE`` (default
-every 15 minutes):
+every 10 minutes):
 
 1. ``reap_scan`` (the step runner, with its OCI identity) lists every live worker VM,
    unfinished volume and pre-authenticated request vdimport made, by run key and DAG run id;
@@ -11,7 +11,7 @@ every 15 minutes):
    instance* (queued or running, and their ``inspect_object`` result carries the key);
 3. ``reap`` (the step runner) removes every other run's resources that are older than the
    grace period (``VDIMPORT_REAPER_GRACE_SECONDS`` in the step runner's settings, default
-   900 s), logging each removal. A verified or delivered volume is never touched, nor anything
+   300 s), logging each removal. A verified or delivered volume is never touched, nor anything
    without vdimport's tags.
 
 With the Kubernetes step runner it also deletes failed step pods older than

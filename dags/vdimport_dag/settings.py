@@ -40,7 +40,7 @@ class DagSettings:
     step_max_retry_delay_seconds: float = 900.0
     step_timeouts: dict[str, float] = field(default_factory=dict)
     # the reaper DAG (vdimport_reaper): how often it looks for what finished or deleted runs left
-    reaper_schedule: str = "*/15 * * * *"
+    reaper_schedule: str = "*/10 * * * *"
     failed_pod_retention_hours: float = 72.0  # failed step pods kept for `kubectl logs`; 0: forever
     # kubernetes runner
     pod_namespace: str = "vdimport"

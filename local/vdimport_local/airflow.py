@@ -77,6 +77,15 @@ def _airflow_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "airflow"]
 
 
+def _airflow_cli(args: list[str], env: dict[str, str], what: str) -> None:
+    """Run ``airflow ARGS`` to completion; fail with the tail of its output (never its arguments)."""
+    done = subprocess.run(
+        [*_airflow_command(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300, check=False
+    )
+    if done.returncode != 0:
+        raise AirflowError(f"{what} failed:\n{done.stdout[-3000:]}")
+
+
 @dataclass
 class LocalAirflow:
     home: Path
@@ -133,17 +142,7 @@ class LocalAirflow:
         instance = cls(home, port or free_port(), username, password, extra_users=dict(extra_users or {}), auth_manager=auth_manager)
         environment = instance._environment(Path(dags_folder).resolve(), env, config)
         instance.environ = environment
-        migrate = subprocess.run(
-            [*_airflow_command(), "db", "migrate"],
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if migrate.returncode != 0:
-            raise AirflowError(f"airflow db migrate failed:\n{migrate.stdout[-3000:]}")
+        _airflow_cli(["db", "migrate"], environment, "airflow db migrate")
         if auth_manager == "fab":
             instance._create_fab_users(environment)
         # Write-ahead log: readers no longer block writers. With SQLite's rollback journal a burst
@@ -215,17 +214,8 @@ class LocalAirflow:
         logins = {self.username: ("Admin", self.password), **self.extra_users}
         for name, (role, password) in logins.items():
             names = ["--email", f"{name}@vdimport.invalid", "--firstname", name, "--lastname", "local"]
-            create = subprocess.run(
-                [*_airflow_command(), "users", "create", "--role", role, "--username", name, "--password", password, *names],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                timeout=300,
-                check=False,
-            )
-            if create.returncode != 0:
-                raise AirflowError(f"airflow users create {name} (role {role}) failed:\n{create.stdout[-3000:]}")
+            command = ["users", "create", "--role", role, "--username", name, "--password", password, *names]
+            _airflow_cli(command, env, f"airflow users create {name} (role {role})")
 
     def _spawn(self, component: str, env: dict[str, str]) -> None:
         log = open(self.home / "logs" / f"{component}.log", "ab")  # noqa: SIM115 - the child holds it

@@ -268,32 +268,24 @@ def test_clear_on_a_finished_run_never_touches_the_delivered_volume(e2e: Stack) 
     compute.terminate_instance(instance)
 
 
-def test_mark_failed_mid_write_runs_the_teardown(e2e: Stack) -> None:
-    conf = e2e.upload("e2e/mark-failed.qcow2")
-    e2e.emu.fault("RunCommand", action="hang", nth=3, seconds=120)  # the write is held on the worker
+@pytest.mark.parametrize(("mark", "held"), [("failed", "write_image"), ("success", "download_image")])
+def test_marking_a_running_run_runs_the_teardown_and_ends_failed(e2e: Stack, mark: str, held: str) -> None:
+    """Mark failed (mid-write) or Mark success (mid-download) on a running run: Airflow stops the
+    step and skips the rest but runs the teardown, so nothing is left; the outcome says no volume
+    was delivered, so the run ends failed either way, and the user is told."""
+    conf = e2e.upload(f"e2e/mark-{mark}.qcow2")
+    scripts = {"download_image": 2, "write_image": 3}  # the run's scripts: ready, download, write
+    e2e.emu.fault("RunCommand", action="hang", nth=scripts[held], seconds=120)  # held on the worker
     run_id = e2e.trigger(conf)
-    e2e.wait_task(run_id, "write_image")
-    e2e.airflow.api("PATCH", run_path(run_id), {"state": "failed"})
-    run = e2e.airflow.wait_for_run(DAG_ID, run_id, 120)
-    tasks = {t: ti["state"] for t, ti in e2e.airflow.task_instances(DAG_ID, run_id).items()}
-    assert tasks["write_image"] == "failed" and tasks["terminate_worker"] == "success", tasks
-    assert run["state"] == "failed" and tasks["outcome"] == "failed", "a run whose import stopped must end failed"
-    e2e.assert_nothing_left(run_id)
-    [message] = e2e.messages(run_id)
-    assert message["title"].endswith("failed at write_image") and "Cause:" in message["body"], message
-
-
-def test_mark_success_mid_download_runs_the_teardown(e2e: Stack) -> None:
-    conf = e2e.upload("e2e/mark-success.qcow2")
-    e2e.emu.fault("RunCommand", action="hang", nth=2, seconds=120)  # the download is held on the worker
-    run_id = e2e.trigger(conf)
-    e2e.wait_task(run_id, "download_image")
-    e2e.airflow.api("PATCH", run_path(run_id), {"state": "success"})
+    e2e.wait_task(run_id, held)
+    e2e.airflow.api("PATCH", run_path(run_id), {"state": mark})
     run = e2e.airflow.wait_for_run(DAG_ID, run_id, 120)
     tasks = {t: ti["state"] for t, ti in e2e.airflow.task_instances(DAG_ID, run_id).items()}
     assert tasks["terminate_worker"] == "success", tasks
-    assert run["state"] == "failed", "no volume was delivered: the outcome says so"
+    assert run["state"] == "failed" and tasks["outcome"] == "failed", "a run whose import stopped must end failed"
     e2e.assert_nothing_left(run_id)
+    [message] = e2e.messages(run_id)
+    assert " failed" in message["title"] and "Cause:" in message["body"], message
 
 
 def test_a_deleted_run_whose_cleanup_ran_out_of_retries_leaves_nothing_after_the_reaper(e2e: Stack) -> None:

@@ -27,7 +27,7 @@ def test_reaper_scans_decides_then_reaps_on_a_schedule(monkeypatch: pytest.Monke
     dag = _reaper(monkeypatch, step_runner="local")
     assert [t.task_id for t in dag.topological_sort()] == ["reap_scan", "find_live_runs", "reap"]
     assert dag.max_active_runs == 1 and not dag.catchup
-    assert dag.schedule == "*/15 * * * *"
+    assert dag.schedule == "*/10 * * * *"
     assert _reaper(monkeypatch, step_runner="local", reaper_schedule="none").schedule is None
     kube = _reaper(monkeypatch, step_runner="kubernetes")
     assert "prune_failed_step_pods" in kube.task_dict, "the kubernetes runner also prunes failed step pods"

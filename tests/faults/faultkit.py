@@ -30,16 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import oci
-from runkit import run_commands, run_pars, run_resources  # noqa: F401 - re-exported
 
 from vdimport_local.emulator.client import EmulatorHandle
 from vdimport_local.pipeline import StepRun, run_step_in_process
 from vdimport_worker.cli import EXIT_REJECTED
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO / "dags") not in sys.path:
-    sys.path.insert(0, str(REPO / "dags"))  # the DAG's helpers, as Airflow puts the DAGs folder on sys.path
+for folder in (REPO / "dags", REPO / "tests"):  # the DAG's helpers (as Airflow puts dags/ on sys.path), runkit
+    if str(folder) not in sys.path:  # also when airflowkit runs as a script of its own
+        sys.path.insert(0, str(folder))
 
+from runkit import run_commands, run_pars, run_resources  # noqa: E402, F401 - re-exported
 from vdimport_dag.settings import DagSettings  # noqa: E402 - needs dags/ on sys.path
 from vdimport_dag.steps import CLEANUP_STEP, LAST_VM_STEP, LAUNCH_STEP, STEP_ORDER  # noqa: E402
 
@@ -51,7 +52,8 @@ OPTIONS = {"backup_policy": "bronze"}  # so that assign_backup_policy has work t
 QUICK = {"VDIMPORT_RETRY_BASE_SECONDS": "0.02", "VDIMPORT_POLL_MAX_SECONDS": "0.1"}
 LIVE_ATTACHMENT = ("ATTACHING", "ATTACHED", "DETACHING")
 GONE_VOLUME = ("TERMINATING", "TERMINATED")
-VERIFIED = ("vdimport-state", "verified")  # the tag detach_volume puts on a checked volume
+# The tag on a checked volume: detach_volume sets "verified", report "delivered".
+STATE_TAG, CHECKED = "vdimport-state", ("verified", "delivered")
 RUN_COMMAND = "RunCommand"  # the emulator's pseudo-operation: a script running on the worker VM
 
 # --- the image and its upload ---------------------------------------------------------------
@@ -229,12 +231,14 @@ def volume_bytes_equal(emu: EmulatorHandle, volume_id: str, expected: bytes) -> 
         return f.read(len(expected)) == expected
 
 
-def assert_clean(emu: EmulatorHandle, run_id: str, succeeded: bool, expected: bytes, report: dict[str, Any] | None = None) -> str | None:
-    """Nothing leaked and nothing duplicated; returns the run's volume on success."""
+def assert_clean(
+    emu: EmulatorHandle, run_id: str, succeeded: bool, expected: bytes, report: dict[str, Any] | None = None, workers: int = 1
+) -> str | None:
+    """Nothing leaked and nothing duplicated (at most ``workers`` worker VMs); returns the run's volume on success."""
     instances = run_resources(emu, run_id, "instance")
     alive = [(i["id"], i["lifecycleState"]) for i in instances if i["lifecycleState"] != "TERMINATED"]
     assert not alive, f"worker VMs not terminated: {alive}"
-    assert len(instances) <= 1, f"duplicate worker VMs: {[i['id'] for i in instances]}"
+    assert len(instances) <= workers, f"duplicate worker VMs: {[i['id'] for i in instances]}"
     vnic_attachments = [a for a in emu.resources("vnicattachment") if a.get("instanceId") in {i["id"] for i in instances}]
     vnics = {a["vnicId"] for a in vnic_attachments}
     left = [(a["id"], a["lifecycleState"]) for a in vnic_attachments if a["lifecycleState"] != "DETACHED"]
@@ -252,7 +256,7 @@ def assert_clean(emu: EmulatorHandle, run_id: str, succeeded: bool, expected: by
     assert not attachments, f"live volume attachments left: {attachments}"
     assert len(volumes) <= 1, f"duplicate volumes: {[(v['id'], v['lifecycleState']) for v in volumes]}"
     live = [v for v in volumes if v["lifecycleState"] not in GONE_VOLUME]
-    unchecked = [v["id"] for v in live if (v.get("freeformTags") or {}).get(VERIFIED[0]) != VERIFIED[1]]
+    unchecked = [v["id"] for v in live if (v.get("freeformTags") or {}).get(STATE_TAG) not in CHECKED]
     assert not unchecked, f"volumes left that are not a checked import (half-written?): {unchecked}"
     for volume in live:
         assert volume["lifecycleState"] == "AVAILABLE", (volume["id"], volume["lifecycleState"])

@@ -35,7 +35,7 @@ from faultkit import (
     run_resources,
     wait_for,
 )
-from vdimport_dag.steps import LAST_VM_STEP, STEP_ORDER
+from vdimport_dag.steps import STEP_ORDER
 
 from vdimport_local.emulator.client import EmulatorHandle
 
@@ -105,6 +105,7 @@ class Fault:
     key = ""
     label = ""
     env: dict[str, str] = {}
+    workers = 1  # worker VMs the run may make in all (each terminated at the end)
 
     def not_applicable(self, step: str, profile: Profile) -> str | None:
         """Why the fault cannot happen at ``step`` (None: it can)."""
@@ -206,13 +207,12 @@ class WorkerTerminated(Fault):
             rule = inj.fault(operation, action="hang", seconds=0.5)  # the call is in flight when the VM goes
         inj.watchers.append(Watcher(inj.emu, rule, inj.terminate_worker_vm))
 
+    workers = 2  # the lost one and the one the run resumes with
+
     def expect(self, step: str, profile: Profile) -> Expect:
-        # The import fails when a later step (up to the last VM step) still needs the worker:
-        # a script to run on it, or a volume to attach to it.
-        later = STEP_ORDER[STEP_ORDER.index(step) : STEP_ORDER.index(LAST_VM_STEP) + 1]
-        needed = any(RUN_COMMAND in profile[s] or "AttachVolume" in profile[s] for s in later)
-        if needed:
-            return Expect(ok=False, cause=("TERMINAT",), failed_at="*")
+        # The import resumes: the step that needed the lost worker fails once (or a later step
+        # finds its result stale), and the retry launches a fresh worker, downloads again onto it
+        # and attaches the volume to it (StepContext.need). Exactly one volume results.
         return Expect(ok=True)
 
     def check(self, inj: Injection, outcome: DagOutcome) -> str:

@@ -15,7 +15,7 @@ import time
 import pytest
 from faultkit import QUICK, Cell, Hooks, Profile, Source, assert_clean, new_run_id, record, run_like_the_dag, success_text
 from faultmatrix import STEP_LEVEL, Fault, Injection, check_expectation
-from vdimport_dag.steps import CLEANUP_STEP, FIRST_STEP, STEP_ORDER
+from vdimport_dag.steps import CLEANUP_STEP, LAUNCH_STEP, STEP_ORDER
 
 from vdimport_local.emulator.client import EmulatorHandle
 from vdimport_local.pipeline import step_environment
@@ -51,10 +51,10 @@ def test_fault_at_step_ends_cleanly(emu: EmulatorHandle, source: Source, profile
         assert injection.hits >= 1, "the fault never hit: the cell tested nothing"
         check_expectation(fault, step, profile, outcome)
         note = fault.check(injection, outcome)
-        if outcome.failed_step is not None and FIRST_STEP in outcome.state:
+        if outcome.failed_step is not None and LAUNCH_STEP in outcome.state:  # the teardown ran
             cleanup = outcome.last(CLEANUP_STEP)
             assert cleanup is not None and cleanup.exit_code == 0, f"cleanup did not succeed: {cleanup and cleanup.cause}"
-        assert_clean(emu, run_id, outcome.succeeded, source.expected, outcome.state.get("report"))
+        assert_clean(emu, run_id, outcome.succeeded, source.expected, outcome.state.get("report"), workers=fault.workers)
     except AssertionError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "assertion failed"
         record(Cell(fault.key, step, "FAILED", f"**TEST FAILED**: {first}", outcome.cause, seconds))

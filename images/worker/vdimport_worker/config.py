@@ -57,7 +57,7 @@ class WorkerConfig:
     deadlines: Deadlines = field(default_factory=Deadlines)
     notification_topic_id: str | None = None  # OCI Notifications topic told each import's outcome; None: off
     airflow_ui_url: str | None = None  # base URL of the Airflow UI for run links in notifications (no trailing /)
-    reaper_grace_seconds: float = 900.0  # the reaper leaves what is younger alone (a run being cleared may adopt it)
+    reaper_grace_seconds: float = 300.0  # the reaper leaves what is younger alone (a run being cleared may adopt it)
     reaper_buckets: tuple[str, ...] = ()  # buckets whose vdimport PARs the reaper looks at
     reaper_compartments: tuple[str, ...] = ()  # compartments the reaper scans besides compartment_id
 
@@ -134,7 +134,7 @@ class WorkerConfig:
             "retry_base_seconds": number("RETRY_BASE_SECONDS", 1, 0.001, 30),
             "notification_topic_id": topic or None,
             "airflow_ui_url": ui_url.rstrip("/") if ui_url else None,
-            "reaper_grace_seconds": number("REAPER_GRACE_SECONDS", 900, 0, 7 * 86400),
+            "reaper_grace_seconds": number("REAPER_GRACE_SECONDS", 300, 0, 7 * 86400),
             "reaper_buckets": tuple(b.strip() for b in (get("REAPER_BUCKETS") or get("BUCKET") or "").split(",") if b.strip()),
             "reaper_compartments": reaper_compartments,
         }
