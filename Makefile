@@ -27,8 +27,14 @@ format: setup ## apply ruff formatting and safe fixes
 typecheck: setup ## mypy on the project's own packages
 	$(BIN)/mypy local/vdimport_local images/worker/vdimport_worker images/function/vdimport_function dags
 
+# The step-runner and emulator suites start their own emulator per pytest-xdist worker and share
+# nothing else, so they run on both cores; the suites that start Airflow or a local stack run
+# one at a time after them.
+PARALLEL_SUITES := tests/worker tests/emulator
+
 test: setup lint typecheck ## lint, type-check and run the whole test suite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 $(PARALLEL_SUITES) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(addprefix --ignore=,$(PARALLEL_SUITES)) $(PYTEST_ARGS)
 
 test-fast: setup ## the test suite only
 	$(BIN)/python -m pytest -x $(PYTEST_ARGS)

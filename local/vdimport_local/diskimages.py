@@ -24,6 +24,7 @@ FORMATS: dict[str, tuple[str, str | None]] = {
     "qcow2-compressed": ("qcow2", None),
     "vmdk": ("vmdk", "subformat=monolithicSparse"),
     "vmdk-stream": ("vmdk", "subformat=streamOptimized"),
+    "vmdk-vmware": ("vmdk", None),  # streamOptimized as VMware writes it (vmdkstream.py), not qemu-img
     "vhd": ("vpc", "subformat=dynamic"),
     "vhd-fixed": ("vpc", "subformat=fixed,force_size=on"),
     "vhdx": ("vhdx", None),
@@ -94,6 +95,10 @@ def build_disk(path: Path, partitions: list[Partition], table: str = "gpt") -> P
 
 def convert(raw: Path, fmt: str, out: Path) -> Path:
     """``raw`` in format ``fmt`` (a key of FORMATS) at ``out``."""
+    if fmt == "vmdk-vmware":
+        from .vmdkstream import write_stream_optimized
+
+        return write_stream_optimized(raw, out)
     qemu_format, options = FORMATS[fmt]
     cmd = ["qemu-img", "convert", "-f", "raw", "-O", qemu_format]
     if options:

@@ -52,14 +52,26 @@ def disks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Disk]:
         [Partition("vfat", 40, {"BOOT.TXT": b"mbr disk\r\n"}), Partition("ext4", 64, sample_files(seed=12, size=1 << 20))],
         table="dos",
     )
-    return {"gpt": Disk(gpt, "gpt", ("ext4", "xfs", "vfat")), "mbr": Disk(mbr, "dos", ("vfat", "ext4"))}
+    # Incompressible data past the 8 MiB the pod reads from the front: a VMware-layout VMDK's real
+    # header (its footer) is then only at the end of the object.
+    big = build_disk(where / "big.raw", [Partition("ext4", 48, sample_files(seed=13, size=12 << 20))], table="gpt")
+    return {
+        "gpt": Disk(gpt, "gpt", ("ext4", "xfs", "vfat")),
+        "mbr": Disk(mbr, "dos", ("vfat", "ext4")),
+        "big": Disk(big, "gpt", ("ext4",)),
+    }
 
 
-# (disk, format as diskimages names it): every format with the GPT disk, a few with MBR.
-CASES = [("gpt", fmt) for fmt in [*FORMATS, "ova"]] + [("mbr", "qcow2-compressed"), ("mbr", "vhd-fixed"), ("mbr", "vmdk")]
+# (disk, format as diskimages names it): every format with the GPT disk, a few with MBR, and the
+# VMware-layout streamOptimized VMDK (bare and in an OVA, as vSphere exports) larger than 8 MiB.
+CASES = (
+    [("gpt", fmt) for fmt in [*FORMATS, "ova"]]
+    + [("mbr", "qcow2-compressed"), ("mbr", "vhd-fixed"), ("mbr", "vmdk")]
+    + [("big", "vmdk-vmware"), ("big", "ova")]
+)
 EXTENSION = {fmt: fmt.split("-")[0] for fmt in FORMATS}
 # What ``qemu-img info`` must say about each conversion, so a case tests what it claims to.
-SUBFORMAT = {"vmdk": "monolithicSparse", "vmdk-stream": "streamOptimized"}
+SUBFORMAT = {"vmdk": "monolithicSparse", "vmdk-stream": "streamOptimized", "vmdk-vmware": "streamOptimized"}
 
 
 def qemu_format(fmt: str) -> str:
@@ -73,6 +85,9 @@ def check_conversion(image: Path, fmt: str) -> None:
     info = json.loads(subprocess.run(["qemu-img", "info", "-f", qemu, "--output=json", str(image)], capture_output=True, check=True).stdout)
     if fmt in SUBFORMAT:
         assert info["format-specific"]["data"]["create-type"] == SUBFORMAT[fmt]
+    if fmt == "vmdk-vmware":  # VMware's layout: the header defers to the footer (gdOffset = GD_AT_END)
+        data = image.read_bytes()
+        assert data[56:64] == b"\xff" * 8 and data[-1024:-1020] == b"KDMV"
     if fmt == "qcow2-compressed":
         check = subprocess.run(["qemu-img", "check", "-f", "qcow2", "--output=json", str(image)], capture_output=True, check=True)
         assert json.loads(check.stdout).get("compressed-clusters", 0) > 0
@@ -105,7 +120,8 @@ def imports(
                 continue
             raw = disks[disk_name].raw
             if fmt == "ova":
-                inner = convert(raw, "vmdk-stream", where / f"{disk_name}-disk1.vmdk")
+                inner_format = "vmdk-vmware" if disk_name == "big" else "vmdk-stream"  # vSphere's OVA export
+                inner = convert(raw, inner_format, where / f"{disk_name}-disk1.vmdk")
                 image, source, source_format = make_ova(inner, where / f"{disk_name}-appliance.ova"), inner, "vmdk"
             else:
                 image = convert(raw, fmt, where / f"{disk_name}-{fmt}.{EXTENSION[fmt]}")
@@ -122,9 +138,11 @@ def test_format_imports_exactly(
     """User-visible: the volume equals the image's raw content byte for byte, the report shows
     the right format and a clean fsck per partition, and nothing but the volume remains."""
     disk, job = disks[disk_name], imports[f"{disk_name}-{fmt}"]
-    check_conversion(job.raw_source, "vmdk-stream" if fmt == "ova" else fmt)
+    check_conversion(job.raw_source, ("vmdk-vmware" if disk_name == "big" else "vmdk-stream") if fmt == "ova" else fmt)
     expected = raw_bytes(job.raw_source, job.raw_format)
     assert expected.startswith(disk.raw.read_bytes()), "test setup: the conversion changed the disk"
+    if disk_name == "big":  # what the case is for: the footer lies beyond what the pod reads from the front
+        assert job.raw_source.stat().st_size > 8 << 20, "test setup: the VMware-layout VMDK fits in the head"
 
     outcome = job.outcome.result(timeout=IMPORT_TIMEOUT)
 

@@ -54,7 +54,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # --- detection of every supported format -------------------------------------------------------
-DETECTED = {"raw": "raw", "qcow2": "qcow2", "qcow2-compressed": "qcow2", "vmdk": "vmdk", "vmdk-stream": "vmdk"}
+DETECTED = {"raw": "raw", "qcow2": "qcow2", "qcow2-compressed": "qcow2", "vmdk": "vmdk", "vmdk-stream": "vmdk", "vmdk-vmware": "vmdk"}
 DETECTED |= {"vhd": "vpc", "vhd-fixed": "vpc", "vhdx": "vhdx", "vdi": "vdi"}
 
 
@@ -366,3 +366,43 @@ def test_a_differencing_dynamic_vhd_is_refused(small_disk: Path, work: Path) -> 
     assert refused(bytes(image)) == "unsafe vhd image: a differencing VHD reads its parent from another file"
     struct.pack_into(">I", image, 60, 2)
     assert refused(bytes(image)) == "malformed vhd image: dynamic VHD of type 2 (expected 3)"
+
+
+# --- streamOptimized VMDK as VMware writes it (header gdOffset = GD_AT_END, footer at the end) --------
+@pytest.fixture(scope="module")
+def vmware_vmdk(work: Path) -> tuple[Path, Path]:
+    """(raw disk, its VMware-layout streamOptimized VMDK), the VMDK larger than the 8 MiB read from the front."""
+    raw = work / "vmware.raw"
+    with raw.open("wb") as f:
+        f.truncate(64 * MIB)
+        f.seek(MIB)
+        f.write(os.urandom(12 * MIB))
+    return raw, convert(raw, "vmdk-vmware", work / "vmware.vmdk")
+
+
+def test_a_vmware_layout_stream_vmdk_larger_than_the_head_is_accepted(vmware_vmdk: tuple[Path, Path], work: Path) -> None:
+    raw, vmdk = vmware_vmdk
+    data = vmdk.read_bytes()
+    assert len(data) > 8 * MIB and data[56:64] == b"\xff" * 8, "test setup: not a GD_AT_END layout past the head"
+    back = work / "vmware-back.raw"  # qemu-img, reading it as the spec says, gets the disk back
+    qemu_img("convert", "-f", "vmdk", "-O", "raw", str(vmdk), str(back))
+    assert back.read_bytes() == raw.read_bytes()
+    image = inspect_bytes(data)
+    assert (image.format, image.virtual_size, image.length) == ("vmdk", 64 * MIB, len(data))
+    inside = make_ova(vmdk, work / "vmware.ova")  # as a vSphere OVA export holds it
+    member = inspect_file(inside)
+    assert (member.container, member.format, member.virtual_size) == ("ova", "vmdk", 64 * MIB)
+
+
+@pytest.mark.parametrize(
+    ("damage", "what"),
+    [
+        (lambda d: d[:-1024] + b"XXXX" + d[-1020:], "footer signature"),
+        (lambda d: d[:-4096], "cut short"),
+        (lambda d: d[:-1536] + bytes(1536), "no footer"),
+    ],
+    ids=["footer-altered", "truncated", "footer-zeroed"],
+)
+def test_a_vmware_layout_stream_vmdk_with_a_bad_footer_is_refused(vmware_vmdk: tuple[Path, Path], damage: Any, what: str) -> None:
+    message = refused(damage(vmware_vmdk[1].read_bytes()))
+    assert "footer" in message and "VMware" in message, (what, message)

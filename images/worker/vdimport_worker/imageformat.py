@@ -34,6 +34,10 @@ SAFETY_MESSAGES = {
     "descriptor": "its VMDK descriptor is not a single self-contained extent",
     "create_type": "its VMDK type is not monolithicSparse or streamOptimized",
     "extents": "its VMDK extents point outside the file",
+    "footer": (
+        "its streamOptimized footer (the real header VMware writes 1024 bytes before the end) is missing "
+        "or does not match the header: the upload is cut short or altered"
+    ),
 }
 
 # Magic numbers of the formats above: content that starts like one but was not recognised
@@ -94,6 +98,8 @@ def _inspect_disk(read: ReadRange, offset: int, length: int, declared: str | Non
                 inspector.eat_chunk(chunk)
             except Exception:  # noqa: BLE001 - an inspector that cannot parse this is simply not a match
                 inspectors.pop(inspector)
+    if length > len(head):
+        _capture_real_end(read, offset, length, inspectors)
     for inspector in inspectors:
         inspector.finish()
     matches = [i for i in inspectors if i.format_match and i.complete]
@@ -142,6 +148,23 @@ def _inspect_disk(read: ReadRange, offset: int, length: int, declared: str | Non
     if virtual_size > MAX_VIRTUAL_SIZE:
         raise UnsafeImage(f"virtual size {virtual_size} bytes is larger than the largest block volume (32 TiB)")
     return SourceImage(qemu_format, offset, length, virtual_size)
+
+
+def _capture_real_end(read: ReadRange, offset: int, length: int, inspectors: dict[fi.FileInspector, str]) -> None:
+    """Give end-of-stream regions the object's real end, not the end of the head they were fed.
+
+    oslo's inspectors capture "the last N bytes of the stream" (``EndCaptureRegion``): a
+    streamOptimized VMDK in VMware's layout (header ``gdOffset = GD_AT_END``) keeps its real
+    header in a footer 1024 bytes before the end (VMware Virtual Disk Format 5.0), and is
+    checked against it. Only the first ``HEAD_BYTES`` are streamed here, so without this a
+    VMware export larger than that is compared with bytes from its middle and refused.
+    """
+    for inspector in inspectors:
+        for name in ("footer",):
+            if inspector.has_region(name) and isinstance(inspector.region(name), fi.EndCaptureRegion):
+                region = inspector.region(name)
+                region.data = read(offset + length - region.length, region.length)
+                region.offset = length - region.length
 
 
 def _safety_check(inspector: fi.FileInspector, name: str) -> None:
