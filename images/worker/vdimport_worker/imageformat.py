@@ -160,11 +160,10 @@ def _capture_real_end(read: ReadRange, offset: int, length: int, inspectors: dic
     VMware export larger than that is compared with bytes from its middle and refused.
     """
     for inspector in inspectors:
-        for name in ("footer",):
-            if inspector.has_region(name) and isinstance(inspector.region(name), fi.EndCaptureRegion):
-                region = inspector.region(name)
-                region.data = read(offset + length - region.length, region.length)
-                region.offset = length - region.length
+        if inspector.has_region("footer") and isinstance(inspector.region("footer"), fi.EndCaptureRegion):
+            region = inspector.region("footer")
+            region.data = read(offset + length - region.length, region.length)
+            region.offset = length - region.length
 
 
 def _safety_check(inspector: fi.FileInspector, name: str) -> None:
