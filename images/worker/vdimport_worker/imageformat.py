@@ -12,6 +12,7 @@ last 512 bytes are checked too. After download, :func:`check_qemu_info` checks w
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,9 +20,15 @@ from typing import Any
 
 from oslo_utils.imageutils import format_inspector as fi
 
+from . import formatrules, ovatar
+from .formatrules import FormatRuleError
+from .ovatar import OvaError
+
+log = logging.getLogger("vdimport")
+
 HEAD_BYTES = 8 << 20  # enough for every supported header, descriptor and table we check
 MAX_VIRTUAL_SIZE = 32768 << 30  # the largest OCI block volume
-MAX_OVA_MEMBERS = 256
+MAX_OVA_DISKS = 16  # volumes one run may make from one OVA
 DISK_SUFFIXES = (".vmdk", ".vhd", ".vhdx", ".qcow2", ".img", ".raw", ".vdi")
 # oslo inspector name -> the qemu-img format we convert from
 QEMU_FORMAT = {"raw": "raw", "gpt": "raw", "iso": "raw", "qcow2": "qcow2", "vhd": "vpc", "vhdx": "vhdx", "vmdk": "vmdk", "vdi": "vdi"}
@@ -65,25 +72,75 @@ class SourceImage:
     virtual_size: int
     container: str | None = None  # "ova" when the disk came out of an OVA
     member: str | None = None  # the OVA member's name
+    digest: str | None = None  # "sha256:<hex>" from the OVA's manifest, checked by the worker after download
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 def inspect_source(read: ReadRange, size: int, declared: str | None = None) -> SourceImage:
-    """Find, identify and safety-check the disk image in an object of ``size`` bytes."""
+    """Find, identify and safety-check the disk image in an object of ``size`` bytes.
+
+    The only outcomes are a :class:`SourceImage` or :class:`UnsafeImage` with a cause: bytes the
+    parsers choke on are a malformed image, never an internal error that a retry repeats. Only
+    ``read``'s own errors (Object Storage unreachable, throttled) pass through as they are.
+    """
+    images = inspect_sources(read, size, declared)
+    if len(images) > 1:
+        listed = ", ".join(str(image.member) for image in images[:5])
+        raise UnsafeImage(f"ova: the archive holds {len(images)} disks ({listed}); import one disk per object")
+    return images[0]
+
+
+def inspect_sources(read: ReadRange, size: int, declared: str | None = None) -> list[SourceImage]:
+    """Every disk image in the object: one, or each disk of an OVA in archive order."""
+
+    def guarded(offset: int, length: int) -> bytes:
+        try:
+            return read(offset, length)
+        except Exception as exc:
+            raise _ReadFailed(exc) from exc
+
+    try:
+        return _inspect_object(guarded, size, declared)
+    except UnsafeImage:
+        raise
+    except (OvaError, FormatRuleError) as exc:
+        raise UnsafeImage(str(exc)) from None
+    except _ReadFailed as exc:
+        raise exc.original from None
+    except Exception as exc:  # any parser failure on these bytes means the image is malformed
+        log.warning("The image's headers could not be parsed", exc_info=True)
+        raise UnsafeImage(f"the image's headers are malformed and cannot be parsed ({type(exc).__name__}: {str(exc)[:120]})") from None
+
+
+class _ReadFailed(Exception):
+    """Reading the object failed: not the image's fault, so not a rejection."""
+
+    def __init__(self, original: Exception):
+        super().__init__(str(original))
+        self.original = original
+
+
+def _inspect_object(read: ReadRange, size: int, declared: str | None) -> list[SourceImage]:
     if size == 0:
         raise UnsafeImage("the object is empty")
     head = read(0, min(size, 512))
-    if _is_tar(head):
+    if ovatar.is_tar(head):
         if declared not in (None, "ova"):
             raise UnsafeImage(f"source_format says {declared} but the object is a tar archive (an .ova)")
-        name, offset, length = _ova_disk(read, size)
-        image = _inspect_disk(read, offset, length, None)
-        return SourceImage(image.format, offset, length, image.virtual_size, "ova", name)
+        return [
+            SourceImage(image.format, disk.offset, disk.size, image.virtual_size, "ova", disk.name, _digest_text(disk.digest))
+            for disk in _ova_disks(read, size)
+            for image in [_inspect_disk(read, disk.offset, disk.size, None)]
+        ]
     if declared == "ova":
         raise UnsafeImage("source_format says ova but the object is not a tar archive")
-    return _inspect_disk(read, 0, size, declared)
+    return [_inspect_disk(read, 0, size, declared)]
+
+
+def _digest_text(digest: tuple[str, str] | None) -> str | None:
+    return f"{digest[0]}:{digest[1]}" if digest else None
 
 
 def _inspect_disk(read: ReadRange, offset: int, length: int, declared: str | None) -> SourceImage:
@@ -91,20 +148,33 @@ def _inspect_disk(read: ReadRange, offset: int, length: int, declared: str | Non
     if len(head) < min(length, HEAD_BYTES):
         raise UnsafeImage("the object is shorter than its reported size (truncated?)")
     inspectors = {cls(): name for name, cls in fi.ALL_FORMATS.items() if name != "raw"}
+    broken: dict[str, str] = {}  # inspector name -> why it could not parse these bytes
+
+    def drop(inspector: fi.FileInspector, exc: Exception) -> None:
+        broken[inspectors.pop(inspector)] = f"{type(exc).__name__}: {str(exc)[:100]}"
+
     for chunk_start in range(0, len(head), 65536):
         chunk = head[chunk_start : chunk_start + 65536]
         for inspector in list(inspectors):
             try:
                 inspector.eat_chunk(chunk)
-            except Exception:  # noqa: BLE001 - an inspector that cannot parse this is simply not a match
-                inspectors.pop(inspector)
+            except Exception as exc:  # noqa: BLE001 - an inspector that cannot parse this is not a match
+                drop(inspector, exc)
     if length > len(head):
         _capture_real_end(read, offset, length, inspectors)
-    for inspector in inspectors:
-        inspector.finish()
-    matches = [i for i in inspectors if i.format_match and i.complete]
-    incomplete = [inspectors[i] for i in inspectors if i.format_match and not i.complete]
+    matches: list[fi.FileInspector] = []
+    incomplete: list[str] = []
+    for inspector in list(inspectors):
+        try:
+            inspector.finish()
+            if inspector.format_match:
+                (matches.append(inspector) if inspector.complete else incomplete.append(inspectors[inspector]))
+        except Exception as exc:  # noqa: BLE001 - e.g. a text "descriptor" that is not ASCII
+            drop(inspector, exc)
     names = sorted({inspectors[i] for i in matches})
+    magic = next((name for at, value, name in HEADER_MAGIC if head[at : at + len(value)] == value), None)
+    if magic and magic in broken and magic not in names:
+        raise UnsafeImage(f"malformed {magic} image: its headers cannot be parsed ({broken[magic]})")
     if incomplete and not matches:
         raise UnsafeImage(f"the {incomplete[0]} headers could not be read completely (truncated or malformed image)")
     if "luks" in names:
@@ -121,16 +191,12 @@ def _inspect_disk(read: ReadRange, offset: int, length: int, declared: str | Non
         inspector = next(i for i in matches if inspectors[i] == detected)
         _safety_check(inspector, detected)
         virtual_size = int(inspector.virtual_size)
-        if detected == "vdi":
-            _check_vdi(head, length)
-        if detected == "vhd":
-            _check_vhd_type(head[:512], "dynamic", 3)
+        _apply_rules(detected, read, offset, length, head, virtual_size)
     elif vhd_footer is not None:
         detected, virtual_size = "vhd", _check_fixed_vhd(vhd_footer, length)
     else:
-        cut = next((name for at, magic, name in HEADER_MAGIC if head[at : at + len(magic)] == magic), None)
-        if cut:
-            raise UnsafeImage(f"the {cut} header is cut short (a truncated or malformed image)")
+        if magic:
+            raise UnsafeImage(f"the {magic} header is cut short (a truncated or malformed image)")
         if head.lstrip().startswith(b"# Disk DescriptorFile"):
             raise UnsafeImage("this is a VMDK descriptor without its data; upload a monolithicSparse or streamOptimized VMDK")
         if declared != "raw" and not _looks_like_raw_disk(head):
@@ -150,6 +216,25 @@ def _inspect_disk(read: ReadRange, offset: int, length: int, declared: str | Non
     return SourceImage(qemu_format, offset, length, virtual_size)
 
 
+def _apply_rules(name: str, read: ReadRange, offset: int, length: int, head: bytes, virtual_size: int) -> None:
+    """Our own per-format checks (formatrules), after the inspector's."""
+    try:
+        if name == "qcow2":
+            formatrules.check_qcow2(head)
+        elif name == "vmdk":
+            formatrules.check_vmdk(read, offset, length, head)
+        elif name == "vhdx":
+            size = formatrules.check_vhdx(read, offset, length)
+            if size != virtual_size:
+                raise formatrules.Malformed(f"its metadata says {size} bytes where the inspector read {virtual_size}")
+        elif name == "vdi":
+            formatrules.check_vdi(head, length)
+        elif name == "vhd":
+            formatrules.check_vhd_type(head[:512], "dynamic", 3)
+    except FormatRuleError as exc:
+        raise UnsafeImage(f"{exc.kind} {name} image: {exc}") from None
+
+
 def _capture_real_end(read: ReadRange, offset: int, length: int, inspectors: dict[fi.FileInspector, str]) -> None:
     """Give end-of-stream regions the object's real end, not the end of the head they were fed.
 
@@ -161,16 +246,26 @@ def _capture_real_end(read: ReadRange, offset: int, length: int, inspectors: dic
     """
     for inspector in inspectors:
         if inspector.has_region("footer") and isinstance(inspector.region("footer"), fi.EndCaptureRegion):
+            if length < inspector.region("footer").length:
+                continue
             region = inspector.region("footer")
             region.data = read(offset + length - region.length, region.length)
             region.offset = length - region.length
+
+
+# Checks of the inspector that formatrules does instead: oslo refuses qcow2's extended L2
+# entries (incompatible feature bit 4) as unknown, though qemu and the qcow2 spec define them.
+OUR_CHECKS = {"qcow2": ("unknown_features",)}
 
 
 def _safety_check(inspector: fi.FileInspector, name: str) -> None:
     try:
         inspector.safety_check()
     except fi.SafetyCheckFailed as exc:
-        reasons = [SAFETY_MESSAGES.get(check, f"{check}: {failure}") for check, failure in exc.failures.items()]
+        failures = {check: failure for check, failure in exc.failures.items() if check not in OUR_CHECKS.get(name, ())}
+        if not failures:
+            return
+        reasons = [SAFETY_MESSAGES.get(check, f"{check}: {failure}") for check, failure in failures.items()]
         raise UnsafeImage(f"unsafe {name} image: {'; '.join(reasons)}") from None
     except fi.ImageFormatError as exc:
         raise UnsafeImage(f"malformed {name} image: {exc}") from None
@@ -225,39 +320,15 @@ def _is_boot_sector(head: bytes) -> bool:
     )
 
 
-def _check_vdi(head: bytes, length: int) -> None:
-    """VirtualBox VDI: only dynamic and fixed images, with every allocated block inside the file."""
-    if len(head) < 0x188:
-        raise UnsafeImage("malformed vdi image: its header is incomplete")
-    (image_type,) = struct.unpack_from("<I", head, 0x4C)
-    if image_type not in (1, 2):
-        raise UnsafeImage(f"unsupported vdi image: type {image_type} (only dynamic and fixed VDIs; a differencing VDI needs its parent)")
-    (offset_data,) = struct.unpack_from("<I", head, 0x158)
-    (block_size,) = struct.unpack_from("<I", head, 0x178)
-    (blocks_allocated,) = struct.unpack_from("<I", head, 0x184)
-    need = offset_data + blocks_allocated * block_size
-    if need > length:
-        raise UnsafeImage(
-            f"malformed vdi image: its {blocks_allocated} allocated blocks need {need} bytes, the file has {length} (truncated?)"
-        )
-
-
 def _vhd_footer(footer: bytes) -> bytes | None:
     return footer if len(footer) == 512 and footer[:8] == b"conectix" else None
 
 
-def _check_vhd_type(footer: bytes, kind: str, expected: int) -> None:
-    """A differencing VHD (type 4) reads its parent from another file; qemu-img would import it
-    without the parent's data, or read a host file named by its parent locators."""
-    disk_type = struct.unpack(">I", footer[60:64])[0]
-    if disk_type == 4:
-        raise UnsafeImage("unsafe vhd image: a differencing VHD reads its parent from another file")
-    if disk_type != expected:
-        raise UnsafeImage(f"malformed vhd image: {kind} VHD of type {disk_type} (expected {expected})")
-
-
 def _check_fixed_vhd(footer: bytes, length: int) -> int:
-    _check_vhd_type(footer, "footer-only", 2)
+    try:
+        formatrules.check_vhd_type(footer, "footer-only", 2)
+    except FormatRuleError as exc:
+        raise UnsafeImage(f"{exc.kind} vhd image: {exc}") from None
     current_size = struct.unpack(">Q", footer[48:56])[0]
     if current_size + 512 > length:
         raise UnsafeImage("malformed vhd image: its size is larger than the file (truncated?)")
@@ -265,57 +336,15 @@ def _check_fixed_vhd(footer: bytes, length: int) -> int:
 
 
 # --- OVA (tar) --------------------------------------------------------------------------------
-def _is_tar(block: bytes) -> bool:
-    return len(block) >= 512 and block[257:262] == b"ustar"
-
-
-def _tar_number(field: bytes) -> int:
-    if field and field[0] & 0x80:  # GNU base-256 for large sizes
-        return int.from_bytes(field[1:], "big")
-    text = field.split(b"\0", 1)[0].strip()
-    return int(text, 8) if text else 0
-
-
-def _ova_disk(read: ReadRange, size: int) -> tuple[str, int, int]:
-    """The (name, offset, length) of the one disk in an OVA, from its tar headers."""
-    position = 0
-    disks: list[tuple[str, int, int]] = []
-    long_name: str | None = None
-    for _ in range(MAX_OVA_MEMBERS):
-        if position + 512 > size:
-            raise UnsafeImage("malformed ova: the tar archive is truncated")
-        header = read(position, 512)
-        if header == b"\0" * 512:
-            break
-        if not _is_tar(header):
-            raise UnsafeImage("malformed ova: a tar header is damaged")
-        kind = header[156:157]
-        member_size = _tar_number(header[124:136])
-        data_at = position + 512
-        if data_at + member_size > size:
-            raise UnsafeImage("malformed ova: a member runs past the end of the archive (truncated?)")
-        if kind == b"L":
-            long_name = read(data_at, min(member_size, 4096)).split(b"\0", 1)[0].decode("utf-8", "replace")
-        elif kind in (b"0", b"\0"):
-            prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace")
-            base = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
-            name = long_name or (f"{prefix}/{base}" if prefix else base)
-            long_name = None
-            if name.startswith("/") or ".." in name.split("/"):
-                raise UnsafeImage(f"unsafe ova: member name {name!r} points outside the archive")
-            if name.lower().endswith(DISK_SUFFIXES):
-                disks.append((name, data_at, member_size))
-        elif kind not in (b"x", b"g", b"5"):
-            raise UnsafeImage(f"unsafe ova: member type {kind!r} (links and devices are not allowed)")
-        position = data_at + (member_size + 511) // 512 * 512
-    else:
-        raise UnsafeImage(f"ova: more than {MAX_OVA_MEMBERS} members")
+def _ova_disks(read: ReadRange, size: int) -> list[ovatar.Member]:
+    """The OVA's disk members, in archive order, with their manifest digests when it has one."""
+    found = ovatar.members(read, size)
+    disks = [m for m in found if m.name.lower().endswith(DISK_SUFFIXES)]
     if not disks:
         raise UnsafeImage("ova: the archive holds no disk image (.vmdk, .vhd, .qcow2, ...)")
-    if len(disks) > 1:
-        listed = ", ".join(name for name, _, _ in disks[:5])
-        raise UnsafeImage(f"ova: the archive holds {len(disks)} disks ({listed}); import one disk per object")
-    return disks[0]
+    if len(disks) > MAX_OVA_DISKS:
+        raise UnsafeImage(f"ova: the archive holds {len(disks)} disks, more than the {MAX_OVA_DISKS} one import makes volumes for")
+    return ovatar.check_manifest(read, found, disks)
 
 
 # --- after download: qemu-img info on the worker --------------------------------------------
