@@ -144,8 +144,8 @@ def members(read: ReadRange, size: int) -> list[Member]:
             raise OvaError(f"malformed ova: the tar header at byte {position} is damaged")
         kind = header[156:157]
         member_size = _number(header[124:136], "size")
-        if kind in REGULAR:
-            member_size = _pax_size(pax) if "size" in pax else member_size
+        pax_size = _pax_size(pax) if kind in REGULAR else None
+        member_size = member_size if pax_size is None else pax_size
         data_at = position + BLOCK
         if data_at + member_size > size:
             raise OvaError("malformed ova: a member runs past the end of the archive (truncated?)")
