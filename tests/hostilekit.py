@@ -10,7 +10,9 @@ Each builder is ``build(host, out) -> Path`` (the file to upload, usually ``out`
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import struct
 import subprocess
 import tarfile
@@ -146,6 +148,54 @@ def vmdk_sparse_with_extent(kind: str = "FLAT") -> Builder:
 vmdk_sparse_with_flat_extent = vmdk_sparse_with_extent()
 
 
+def _sparse_vmdk_descriptor(out: Path, change: Callable[[str], str], header: Callable[[bytearray], None] | None = None) -> Path:
+    """A real monolithicSparse VMDK with its embedded descriptor text changed by ``change``."""
+    qemu_img("create", "-q", "-f", "vmdk", "-o", "subformat=monolithicSparse", str(out), str(MARKER_SIZE))
+    data = bytearray(out.read_bytes())
+    desc_sector, desc_sectors = struct.unpack_from("<QQ", data, 28)
+    start, end = desc_sector * 512, (desc_sector + desc_sectors) * 512
+    text = change(bytes(data[start:end]).split(b"\0", 1)[0].decode()).encode()
+    assert len(text) < end - start, "test setup: the descriptor has no room"
+    data[start:end] = text + b"\0" * (end - start - len(text))
+    if header:
+        header(data)
+    out.write_bytes(bytes(data))
+    return out
+
+
+def vmdk_parent_hint(host: Host, out: Path) -> Path:
+    """A sparse VMDK naming the host file as its parent: qemu would read it as the backing file."""
+    return _sparse_vmdk_descriptor(
+        out, lambda d: d.replace("parentCID=ffffffff", f'parentCID=ffffffff\nparentFileNameHint="{host.marker_file}"')
+    )
+
+
+def vmdk_capacity_zero(host: Host, out: Path) -> Path:
+    """A sparse header of capacity 0: qemu opens its embedded descriptor as a descriptor file,
+    whose FLAT extent is the host file (the class of CVE-2024-32498)."""
+
+    def flat(text: str) -> str:
+        text = re.sub(r'createType="[^"]*"', 'createType="monolithicFlat"', text)
+        return re.sub(r"RW \d+ SPARSE \"[^\"]*\"", f'RW {MARKER_SIZE // 512} FLAT "{host.marker_file}" 0', text)
+
+    return _sparse_vmdk_descriptor(out, flat, lambda data: struct.pack_into("<Q", data, 12, 0))
+
+
+def vmdk_create_type_case(host: Host, out: Path) -> Path:
+    """Two createType lines that a case-insensitive reader and qemu's strstr read differently."""
+    return _sparse_vmdk_descriptor(
+        out, lambda d: d.replace('createType="monolithicSparse"', 'CreateType="monolithicFlat"\ncreateType="monolithicSparse"')
+    )
+
+
+def qcow2_luks(host: Host, out: Path) -> Path:
+    qemu_img(
+        "create", "-q", "--object", "secret,id=sec0,data=vdimport", "-f", "qcow2",
+        "-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=200", str(out), "8M",
+    )  # fmt: skip
+    return out
+
+
 # --- sizes ----------------------------------------------------------------------------------------
 def qcow2_huge(host: Host, out: Path) -> Path:
     qemu_img("create", "-q", "-f", "qcow2", "-o", "cluster_size=2M", str(out), "1P")
@@ -254,6 +304,30 @@ def ova_holding(build: Builder, member: str) -> Builder:
 
 
 ova_backing_qcow2 = ova_holding(qcow2_backing, "disk1.qcow2")
+
+
+def ova_symlink_disk(host: Host, out: Path) -> Path:
+    """An OVA whose "disk" is a symbolic link to the host file."""
+    ovf = out.with_name("appliance.ovf")
+    ovf.write_text('<?xml version="1.0"?><Envelope/>\n')
+    with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.add(ovf, arcname=ovf.name)
+        link = tarfile.TarInfo("disk1.vmdk")
+        link.type, link.linkname = tarfile.SYMTYPE, str(host.marker_file)
+        tar.addfile(link)
+    return out
+
+
+def ova_manifest_mismatch(host: Host, out: Path) -> Path:
+    """An ovftool-style OVA whose manifest does not match its descriptor (altered after export)."""
+    disk = convert(host.disk, "vmdk-stream", out.with_name("vm-disk1.vmdk"))
+    ovf, mf = out.with_name("vm.ovf"), out.with_name("vm.mf")
+    ovf.write_text('<?xml version="1.0"?><Envelope/>\n')
+    mf.write_text(f"SHA256(vm.ovf)= {'0' * 64}\nSHA256(vm-disk1.vmdk)= {hashlib.sha256(disk.read_bytes()).hexdigest()}\n")
+    with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for path in (ovf, mf, disk):
+            tar.add(path, arcname=path.name)
+    return out
 
 
 def file_contains(path: Path, needle: bytes, chunk: int = 8 << 20) -> bool:

@@ -293,7 +293,7 @@ IMAGE_CASES = [
         ova_symlink_member,
         "link.ova",
         INSPECT,
-        "links and devices are not allowed",
+        "only plain files are allowed in an OVA",
     ),
     Case(
         "ova-two-disks",

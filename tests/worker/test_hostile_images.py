@@ -25,16 +25,22 @@ from hostilekit import (
     file_contains,
     make_host,
     ova_backing_qcow2,
+    ova_manifest_mismatch,
     ova_parent_member,
+    ova_symlink_disk,
     ova_two_disks,
     plain_qcow2,
     qcow2_backing,
     qcow2_data_file,
     qcow2_huge,
+    qcow2_luks,
     random_bytes,
     text_file,
     truncated,
+    vmdk_capacity_zero,
+    vmdk_create_type_case,
     vmdk_flat_descriptor,
+    vmdk_parent_hint,
     vmdk_sparse_with_flat_extent,
 )
 from importkit import Importer, assert_no_volume_made, assert_nothing_leaked, new_run_id, volume_files
@@ -88,6 +94,13 @@ CASES = [
     Case("ova-two-disks", ova_two_disks, "two.ova", "inspect_object", "holds 2 disks"),
     Case("ova-parent-member", ova_parent_member, "escape.ova", "inspect_object", "points outside the archive"),
     Case("ova-qcow2-backing", ova_backing_qcow2, "backing.ova", "inspect_object", "backing file"),
+    # What only qemu-img on the worker caught before (issue 15): now refused before any VM.
+    Case("vmdk-parent-hint", vmdk_parent_hint, "child.vmdk", "inspect_object", "parentFileNameHint"),
+    Case("vmdk-capacity-zero", vmdk_capacity_zero, "zero.vmdk", "inspect_object", "capacity 0"),
+    Case("vmdk-createtype-case", vmdk_create_type_case, "twotypes.vmdk", "inspect_object", "VMDK descriptor line"),
+    Case("qcow2-luks", qcow2_luks, "secret.qcow2", "inspect_object", "encrypted (LUKS)"),
+    Case("ova-symlink", ova_symlink_disk, "link.ova", "inspect_object", "is a symbolic link"),
+    Case("ova-manifest-mismatch", ova_manifest_mismatch, "altered.ova", "inspect_object", "does not match its manifest"),
 ]
 
 
@@ -119,6 +132,8 @@ BYPASS = [
     ("qcow2-backing-file", qcow2_backing, "qcow2", "backing file"),
     ("qcow2-data-file", qcow2_data_file, "qcow2", "external data file"),
     ("vmdk-flat-descriptor", vmdk_flat_descriptor, "vmdk", "monolithicFlat"),
+    ("vmdk-parent-hint", vmdk_parent_hint, "vmdk", "backing file"),
+    ("qcow2-luks", qcow2_luks, "qcow2", "encrypted"),
 ]
 
 

@@ -125,8 +125,14 @@ def test_ova_with_a_long_member_name(small_disk: Path, work: Path) -> None:
             "unsafe ova: member name '../disk.vmdk' points outside the archive",
         ),
         ([("/abs/disk.vmdk", tarfile.REGTYPE)], "unsafe ova: member name '/abs/disk.vmdk' points outside the archive"),
-        ([("x.ovf", tarfile.REGTYPE), ("disk.vmdk", tarfile.SYMTYPE)], "unsafe ova: member 'disk.vmdk' is a symbolic link (only plain files are allowed in an OVA)"),
-        ([("x.ovf", tarfile.REGTYPE), ("disk.vmdk", tarfile.CHRTYPE)], "unsafe ova: member 'disk.vmdk' is a character device (only plain files are allowed in an OVA)"),
+        (
+            [("x.ovf", tarfile.REGTYPE), ("disk.vmdk", tarfile.SYMTYPE)],
+            "unsafe ova: member 'disk.vmdk' is a symbolic link (only plain files are allowed in an OVA)",
+        ),
+        (
+            [("x.ovf", tarfile.REGTYPE), ("disk.vmdk", tarfile.CHRTYPE)],
+            "unsafe ova: member 'disk.vmdk' is a character device (only plain files are allowed in an OVA)",
+        ),
         ([("x.ovf", tarfile.REGTYPE), ("notes.txt", tarfile.REGTYPE)], "ova: the archive holds no disk image (.vmdk, .vhd, .qcow2, ...)"),
         (
             [("a.vmdk", tarfile.REGTYPE), ("b.vmdk", tarfile.REGTYPE)],
@@ -165,7 +171,7 @@ def test_qcow2_backing_file_and_data_file(work: Path) -> None:
 
 def test_vmdk_with_extents_outside_the_file(work: Path) -> None:
     descriptor = f'# Disk DescriptorFile\nversion=1\ncreateType="monolithicFlat"\nRW 2048 FLAT "{work / "host.raw"}" 0\n'
-    assert refused(descriptor.encode()) == "unsafe vmdk image: its VMDK descriptor is not a single self-contained extent"
+    assert refused(descriptor.encode()).startswith("unsafe vmdk image: its VMDK descriptor is not a single self-contained extent")
     flat = work / "flat.vmdk"
     qemu_img("create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", str(flat), "1M")
     assert "vmdk" in refused(flat.read_bytes())

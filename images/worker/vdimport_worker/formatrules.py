@@ -62,7 +62,9 @@ VMDK_COMPRESSION_DEFLATE = 1
 SUBFORMATS = ("monolithicSparse", "streamOptimized")
 _HEADER_LINE = re.compile(r'([A-Za-z][A-Za-z0-9_.]*)\s*=\s*("[^"\n]*"|[^\s"]*)\s*')
 _DDB_LINE = re.compile(r'ddb\.[A-Za-z0-9_.]+\s*=\s*"[^"\n]*"\s*')
-_EXTENT_LINE = re.compile(r'(RW|RDONLY|NOACCESS)\s+(\d+)\s+(SPARSE)\s+"([^"/\\\n]+)"\s*')
+_EXTENT_LINE = re.compile(r"(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\w+)\s*(.*)")
+_OWN_EXTENT = re.compile(r'"[^"/\\\n]+"')  # a SPARSE extent's file: a bare name (the file itself)
+SELF_CONTAINED = "its VMDK descriptor is not a single self-contained extent"
 # changeTrackPath (vSphere CBT) names a file qemu never opens.
 _DESCRIPTOR_KEYS = {"version", "encoding", "CID", "parentCID", "isNativeSnapshot", "createType", "changeTrackPath"}
 
@@ -82,6 +84,8 @@ def vmdk_descriptor_text(read: ReadRange, offset: int, length: int) -> str:
 
 def check_vmdk(read: ReadRange, offset: int, length: int, head: bytes) -> None:
     """A monolithicSparse or streamOptimized VMDK whose descriptor only describes itself."""
+    if head[:4] != b"KDMV":
+        raise FormatRuleError(f"{SELF_CONTAINED} (a descriptor file: its extents are other files)")
     if len(head) < 512:
         raise Malformed("its VMDK header is incomplete")
     version, flags, capacity, grain, desc_sector, desc_sectors = struct.unpack_from("<IIQQQQ", head, 4)
@@ -131,8 +135,10 @@ def check_vmdk(read: ReadRange, offset: int, length: int, head: bytes) -> None:
     if (subformat == "streamOptimized") != compressed:
         raise Malformed(f"its VMDK descriptor says {subformat} but its header says {'' if compressed else 'not '}compressed")
     if len(extents) != 1:
-        raise Malformed(f"its VMDK descriptor has {len(extents)} extents; a single-file VMDK has exactly one")
-    _access, sectors, _kind, _name = extents[0]
+        raise FormatRuleError(f"{SELF_CONTAINED}: it lists {len(extents)} extents")
+    if extents[0][2] != "SPARSE" or not _OWN_EXTENT.fullmatch(extents[0][3].strip()):
+        raise FormatRuleError(f"{SELF_CONTAINED}: its extent is {extents[0][2][:20]!r}, not a SPARSE extent of this file")
+    sectors = extents[0][1]
     if sectors != capacity:
         raise Malformed(f"its VMDK extent covers {sectors} sectors but the header says {capacity}")
 

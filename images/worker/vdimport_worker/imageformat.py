@@ -189,9 +189,9 @@ def _inspect_disk(read: ReadRange, offset: int, length: int, declared: str | Non
     if specific:
         detected = specific[0]
         inspector = next(i for i in matches if inspectors[i] == detected)
-        _safety_check(inspector, detected)
         virtual_size = int(inspector.virtual_size)
-        _apply_rules(detected, read, offset, length, head, virtual_size)
+        _apply_rules(detected, read, offset, length, head, virtual_size)  # ours first: their causes are more precise
+        _safety_check(inspector, detected)
     elif vhd_footer is not None:
         detected, virtual_size = "vhd", _check_fixed_vhd(vhd_footer, length)
     else:
