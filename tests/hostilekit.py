@@ -318,16 +318,28 @@ def ova_symlink_disk(host: Host, out: Path) -> Path:
     return out
 
 
-def ova_manifest_mismatch(host: Host, out: Path) -> Path:
-    """An ovftool-style OVA whose manifest does not match its descriptor (altered after export)."""
+def _ova_with_manifest(host: Host, out: Path, altered: str) -> Path:
+    """An ovftool-style OVA (.ovf, .mf, disk) whose manifest digest of ``altered`` is wrong."""
     disk = convert(host.disk, "vmdk-stream", out.with_name("vm-disk1.vmdk"))
     ovf, mf = out.with_name("vm.ovf"), out.with_name("vm.mf")
     ovf.write_text('<?xml version="1.0"?><Envelope/>\n')
-    mf.write_text(f"SHA256(vm.ovf)= {'0' * 64}\nSHA256(vm-disk1.vmdk)= {hashlib.sha256(disk.read_bytes()).hexdigest()}\n")
+    digests = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in (ovf, disk)}
+    digests[altered] = "0" * 64
+    mf.write_text("".join(f"SHA256({name})= {digest}\n" for name, digest in digests.items()))
     with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as tar:
         for path in (ovf, mf, disk):
             tar.add(path, arcname=path.name)
     return out
+
+
+def ova_manifest_mismatch(host: Host, out: Path) -> Path:
+    """The descriptor was altered after export: the pod hashes it and refuses."""
+    return _ova_with_manifest(host, out, "vm.ovf")
+
+
+def ova_disk_digest_mismatch(host: Host, out: Path) -> Path:
+    """The disk was altered after export: only the worker, having downloaded it, can tell."""
+    return _ova_with_manifest(host, out, "vm-disk1.vmdk")
 
 
 def file_contains(path: Path, needle: bytes, chunk: int = 8 << 20) -> bool:

@@ -25,6 +25,7 @@ from hostilekit import (
     file_contains,
     make_host,
     ova_backing_qcow2,
+    ova_disk_digest_mismatch,
     ova_manifest_mismatch,
     ova_parent_member,
     ova_symlink_disk,
@@ -101,6 +102,7 @@ CASES = [
     Case("qcow2-luks", qcow2_luks, "secret.qcow2", "inspect_object", "encrypted (LUKS)"),
     Case("ova-symlink", ova_symlink_disk, "link.ova", "inspect_object", "is a symbolic link"),
     Case("ova-manifest-mismatch", ova_manifest_mismatch, "altered.ova", "inspect_object", "does not match its manifest"),
+    Case("ova-disk-digest-mismatch", ova_disk_digest_mismatch, "altered-disk.ova", "download_image", "does not match the OVA's manifest"),
 ]
 
 
