@@ -95,6 +95,7 @@ resource "helm_release" "vdimport" {
       { name = "oci.compartmentId", value = local.import_compartment_id },
       { name = "oci.subnetId", value = oci_core_subnet.this["workers"].id },
       { name = "oci.bucketName", value = oci_objectstorage_bucket.images.name },
+      { name = "oci.workBucketName", value = oci_objectstorage_bucket.work.name },
       { name = "stepRunner.image.repository", value = local.worker_image_repository },
       { name = "airflow.namespace", value = local.airflow_namespace },
       { name = "maxVolumeGb", value = tostring(var.max_volume_gb) },

@@ -7,11 +7,11 @@
 # Who needs what (README.md has the table with the API calls behind each statement):
 #   step runner pods  OKE workload identity of ServiceAccount vdimport/vdimport-step-runner in
 #                     this cluster: worker VMs, volumes, Run Command, the bucket's objects and PARs,
-#                     publishing import outcomes to the notification topic
+#                     the work bucket's objects and PARs, publishing import outcomes to the topic
 #   worker VMs        dynamic group: fetch and report their own Run Command commands
 #   function          dynamic group: read the bucket's objects and the Airflow login secret
 #   OCI services      Functions (network, image pull), Events (invoke the function),
-#                     Object Storage (lifecycle rule)
+#                     Object Storage (lifecycle rules)
 #   DevOps            dynamic groups of build pipelines, deployment pipelines, code repositories
 #                     and connections
 
@@ -27,6 +27,7 @@ locals {
     "request.principal.cluster_id = '${oci_containerengine_cluster.this.id}'",
   ])
   import_bucket = "target.bucket.name = '${oci_objectstorage_bucket.images.name}'"
+  work_bucket   = "target.bucket.name = '${oci_objectstorage_bucket.work.name}'"
 
   step_runner_statements = [
     # launch_worker, wait_worker_ready, terminate_worker: Launch/Get/List/TerminateInstance,
@@ -46,6 +47,11 @@ locals {
     "Allow any-user to read buckets in ${local.compartment} where all {${local.step_runner_workload}, ${local.import_bucket}}",
     # download_image, terminate_worker: create, list and delete the read-only PAR of the object.
     "Allow any-user to manage buckets in ${local.compartment} where all {${local.step_runner_workload}, ${local.import_bucket}, request.permission = 'PAR_MANAGE'}",
+    # download_image, fsck_volume: a command's output object in the work bucket, through a
+    # write-only PAR the step runner makes (a PAR needs its maker's object rights), then read
+    # and deleted; the reaper lists and deletes what a dead run left. That bucket only.
+    "Allow any-user to manage objects in ${local.compartment} where all {${local.step_runner_workload}, ${local.work_bucket}}",
+    "Allow any-user to manage buckets in ${local.compartment} where all {${local.step_runner_workload}, ${local.work_bucket}, request.permission = 'PAR_MANAGE'}",
   ]
 
   # Import outcomes (notifications.tf): PublishMessage only. Notifications supports only the
@@ -75,10 +81,12 @@ locals {
     "Allow service cloudEvents to use functions-family in ${local.compartment}",
   ]
 
-  # Object Storage itself carries out the lifecycle rule (deletes) on the import bucket.
-  object_storage_lifecycle_statements = [
-    "Allow service objectstorage-${var.region} to manage object-family in ${local.compartment} where ${local.import_bucket}",
-  ]
+  # Object Storage itself carries out the lifecycle rules (deletes): always on the work bucket,
+  # on the import bucket with delete_objects_after_days.
+  object_storage_lifecycle_statements = concat(
+    ["Allow service objectstorage-${var.region} to manage object-family in ${local.compartment} where ${local.work_bucket}"],
+    var.delete_objects_after_days > 0 ? ["Allow service objectstorage-${var.region} to manage object-family in ${local.compartment} where ${local.import_bucket}"] : [],
+  )
 
   devops_statements = var.enable_devops ? [
     # Build runs: read the mirrored repository and the pipeline definitions, push the images
@@ -201,14 +209,18 @@ resource "oci_identity_policy" "function" {
 }
 
 resource "oci_identity_policy" "object_storage_lifecycle" {
-  count = var.delete_objects_after_days > 0 ? 1 : 0
-
   compartment_id = var.compartment_ocid
   name           = "${var.name_prefix}-object-lifecycle"
-  description    = "vdimport: Object Storage applies the import bucket's lifecycle rule"
+  description    = "vdimport: Object Storage applies the work bucket's and the import bucket's lifecycle rules"
   statements     = local.object_storage_lifecycle_statements
   freeform_tags  = local.freeform_tags
   defined_tags   = var.defined_tags
+}
+
+# It used to exist only with delete_objects_after_days; the work bucket's rule always needs it.
+moved {
+  from = oci_identity_policy.object_storage_lifecycle[0]
+  to   = oci_identity_policy.object_storage_lifecycle
 }
 
 resource "oci_identity_policy" "devops" {

@@ -19,7 +19,8 @@ locals {
   function_name               = "vdimport-trigger"     # images/function/func.yaml
   dag_id                      = "virtual_disk_import"
 
-  bucket_name = var.bucket_name != "" ? var.bucket_name : "${var.name_prefix}-images"
+  bucket_name      = var.bucket_name != "" ? var.bucket_name : "${var.name_prefix}-images"
+  work_bucket_name = "${var.name_prefix}-work" # VDIMPORT_WORK_BUCKET (objectstorage.tf)
 
   # Compartment of worker VMs and volumes: created below compartment_ocid unless given.
   import_compartment_id = var.import_compartment_ocid != "" ? var.import_compartment_ocid : oci_identity_compartment.imports[0].id

@@ -12,6 +12,11 @@ output "bucket_name" {
   value       = oci_objectstorage_bucket.images.name
 }
 
+output "work_bucket_name" {
+  description = "The work bucket (VDIMPORT_WORK_BUCKET, the chart's oci.workBucketName): Run Command output beyond 1 KB; never upload there."
+  value       = oci_objectstorage_bucket.work.name
+}
+
 output "upload_command" {
   description = "Upload a disk image and import it (options as object metadata, see README.md)."
   value       = "oci os object put --namespace ${local.ocir_namespace} --bucket-name ${oci_objectstorage_bucket.images.name} --file <disk image> --metadata '{\"ad_number\": \"1\"}'"
@@ -162,7 +167,7 @@ output "devops_notification_topic_id" {
 output "helm_commands" {
   description = "The Helm half by hand, in order, from the repository root (README.md, two-stage path). Create the airflow namespace and Secrets first (charts/airflow/README.md)."
   value = join("\n", [
-    "helm upgrade --install vdimport charts/vdimport -n ${local.step_runner_namespace} --create-namespace --set oci.region=${var.region} --set oci.compartmentId=${local.import_compartment_id} --set oci.subnetId=${oci_core_subnet.this["workers"].id} --set oci.bucketName=${oci_objectstorage_bucket.images.name} --set stepRunner.image.repository=${local.worker_image_repository}${var.worker_image_tag == "" ? "" : " --set stepRunner.image.tag=${var.worker_image_tag}"} --set 'networkPolicy.kubernetesApiCidrs={${local.api_subnet_cidr}}'${var.import_notifications ? " --set notifications.topicId=${oci_ons_notification_topic.imports[0].id}" : ""}${var.airflow_ui_url == "" ? "" : " --set airflow.uiUrl=${var.airflow_ui_url}"}",
+    "helm upgrade --install vdimport charts/vdimport -n ${local.step_runner_namespace} --create-namespace --set oci.region=${var.region} --set oci.compartmentId=${local.import_compartment_id} --set oci.subnetId=${oci_core_subnet.this["workers"].id} --set oci.bucketName=${oci_objectstorage_bucket.images.name} --set oci.workBucketName=${oci_objectstorage_bucket.work.name} --set stepRunner.image.repository=${local.worker_image_repository}${var.worker_image_tag == "" ? "" : " --set stepRunner.image.tag=${var.worker_image_tag}"} --set 'networkPolicy.kubernetesApiCidrs={${local.api_subnet_cidr}}'${var.import_notifications ? " --set notifications.topicId=${oci_ons_notification_topic.imports[0].id}" : ""}${var.airflow_ui_url == "" ? "" : " --set airflow.uiUrl=${var.airflow_ui_url}"}",
     "helm upgrade --install airflow airflow --repo https://airflow.apache.org --version ${var.airflow_chart_version} -n ${local.airflow_namespace} -f charts/airflow/values.yaml --set dags.gitSync.repo=${var.git_repo_url == "" ? "<git_repo_url>" : var.git_repo_url} --set dags.gitSync.branch=${var.git_branch} --set dags.gitSync.ref=${var.git_branch} --set 'apiServer.service.loadBalancerSourceRanges={${local.function_subnet_cidr}}'",
   ])
 }
@@ -173,7 +178,7 @@ output "iam_policy_statements" {
     step_runner              = concat(local.step_runner_statements, local.step_runner_notification_statements)
     worker_vms               = local.worker_vm_statements
     function                 = local.function_statements
-    object_storage_lifecycle = var.delete_objects_after_days > 0 ? local.object_storage_lifecycle_statements : []
+    object_storage_lifecycle = local.object_storage_lifecycle_statements
     devops                   = local.devops_statements
   }
 }

@@ -21,16 +21,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import oci
+
 from vdimport_worker.steps import CLEANUP_STEP, STEP_NAMES
 
 from .emulator.client import EmulatorHandle
 
 STEP_ORDER: tuple[str, ...] = STEP_NAMES  # the step runner's order; the DAG keeps its own copy (tested equal)
 LOCAL_SUBNET = "ocid1.subnet.oc1.iad.aaaavdimportlocal"
+# Command output larger than Run Command's 1 KB of text (vdimport_worker/output.py): private,
+# no object events, never an import bucket.
+WORK_BUCKET = "vdimport-work"
+
+
+def ensure_work_bucket(emulator: EmulatorHandle, name: str = WORK_BUCKET) -> None:
+    """The work bucket in the emulator, created when missing (in OCI, Terraform makes it)."""
+    storage = emulator.client(oci.object_storage.ObjectStorageClient)
+    details = oci.object_storage.models.CreateBucketDetails(name=name, compartment_id=emulator.tenancy, object_events_enabled=False)
+    try:
+        storage.create_bucket(storage.get_namespace().data, details)
+    except oci.exceptions.ServiceError as exc:
+        if exc.status != 409:
+            raise
 
 
 def step_environment(emulator: EmulatorHandle, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The worker's environment for local mode: API-key auth against the emulator."""
+    """The worker's environment for local mode: API-key auth against the emulator, and the work
+    bucket it names (made here, so that every environment names one that exists)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VDIMPORT_")}
     env.update(
         {
@@ -41,9 +58,12 @@ def step_environment(emulator: EmulatorHandle, extra: dict[str, str] | None = No
             "VDIMPORT_SUBNET_ID": LOCAL_SUBNET,
             "VDIMPORT_POLL_MAX_SECONDS": "0.5",
             "VDIMPORT_RETRY_BASE_SECONDS": "0.1",
+            "VDIMPORT_WORK_BUCKET": WORK_BUCKET,
         }
     )
     env.update(extra or {})
+    if env["VDIMPORT_WORK_BUCKET"]:
+        ensure_work_bucket(emulator, env["VDIMPORT_WORK_BUCKET"])
     return env
 
 

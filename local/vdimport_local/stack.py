@@ -8,7 +8,8 @@ time in ``HOME/stack.json`` so ``down`` (from any shell) stops exactly them:
   ``virtual_disk_import`` DAG and the local step runner;
 - the OCI Function's real fdk behind a local invoke endpoint (``fnhost``).
 
-``up`` wires them as OCI is wired: a bucket with object events on; an Events rule that sends
+``up`` wires them as OCI is wired: a bucket with object events on (and the work bucket for
+large command output, without events: ``pipeline.step_environment``); an Events rule that sends
 that bucket's ``createobject`` events to the function; a Vault secret holding the login of
 an Airflow user with the ``user`` role that the function reads through the Secrets API
 (as in production, no credentials in the function's configuration).
@@ -39,7 +40,7 @@ import oci
 from . import procs
 from .airflow import INSTANCE_FILE, REPO, LocalAirflow, free_port
 from .emulator.client import EmulatorHandle
-from .pipeline import step_environment
+from .pipeline import WORK_BUCKET, step_environment
 
 DAG_ID = "virtual_disk_import"
 REAPER_DAG_ID = "vdimport_reaper"
@@ -189,7 +190,7 @@ class LocalStack:
             storage = emulator.client(oci.object_storage.ObjectStorageClient)
             namespace = str(storage.get_namespace().data)
             self._ensure_bucket(emulator, storage, namespace)
-            started.update(namespace=namespace, bucket=BUCKET)
+            started.update(namespace=namespace, bucket=BUCKET, work_bucket=WORK_BUCKET)
 
             trigger_password = secrets.token_urlsafe(24)
             say("==> Starting Airflow (api-server, scheduler, dag-processor) with the virtual_disk_import DAG")

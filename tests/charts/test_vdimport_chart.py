@@ -218,6 +218,7 @@ def test_step_runner_accepts_the_example_configmap_as_the_values_say(renders: di
     assert config.auth == oci_values["auth"] and oci_values["auth"] in worker_config.AUTH_MODES
     assert config.region == oci_values["region"]
     assert (config.compartment_id, config.subnet_id) == (oci_values["compartmentId"], oci_values["subnetId"])
+    assert config.work_bucket == (oci_values["workBucketName"] or None) and config.work_bucket != oci_values["bucketName"]
     assert config.worker_image_id == (vm["imageId"] or None)
     assert (config.worker_shape, config.worker_ocpus, config.worker_memory_gb) == (vm["shape"], vm["ocpus"], vm["memoryGb"])
     assert (config.write_vpus_per_gb, config.download_streams) == (vm["writeVpusPerGb"], vm["downloadStreams"])
@@ -390,6 +391,7 @@ BAD_VALUES = [
     ("no-rbac-subjects", {"rbac": {"subjects": []}}, "/rbac/subjects"),
     ("pool-slots-zero", {"dag": {"stepPool": {"slots": 0}}}, "/dag/stepPool/slots"),
     ("volume-cap-below-oci-minimum", {"maxVolumeGb": 10}, "/maxVolumeGb"),
+    ("work-bucket-not-a-bucket-name", {"oci": {"workBucketName": "work bucket"}}, "/oci/workBucketName"),
 ]
 
 
@@ -411,6 +413,7 @@ TEMPLATE_CHECKS = [
         "dag.stepPool.slots (4) is below dag.maxWorkerVms (6)",
     ),
     ("extra-env-shadowing-a-value", {"extraEnv": {"VDIMPORT_SUBNET_ID": "ocid1.subnet.oc1.iad.b"}}, "extraEnv.VDIMPORT_SUBNET_ID"),
+    ("work-bucket-is-the-upload-bucket", {"oci": {"workBucketName": "vdimport-images"}}, 'both "vdimport-images"'),
     (
         "both-configmaps-one-name",
         {"airflow": {"namespace": "vdimport"}, "dag": {"settingsConfigMap": {"name": "vdimport-step-runner"}}},

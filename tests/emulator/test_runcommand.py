@@ -298,6 +298,16 @@ def test_output_to_a_write_par_holds_the_whole_output(agent, compartment, instan
     assert osc.get_object(ns, bucket, "out/run.log").data.content == "".join(f"{i:09d}\n" for i in range(500)).encode()
 
 
+def test_throttled_output_upload_is_retried(emu, agent, compartment, instance, osc, ns, bucket) -> None:
+    emu.fault("PutObjectWithPAR", status=429, times=2)
+    uri = par_url(osc, ns, bucket, "out/throttled.log", "ObjectWrite")
+    output = InstanceAgentCommandOutputViaObjectStorageUriDetails(output_type="OBJECT_STORAGE_URI", output_uri=uri)
+    execution = wait_for_execution(agent, run(agent, compartment, instance, "echo after throttling", output=output), instance)
+    assert execution.lifecycle_state == "SUCCEEDED", execution.content.message
+    assert osc.get_object(ns, bucket, "out/throttled.log").data.content == b"after throttling\n"
+    assert [c["status"] for c in emu.calls("PutObjectWithPAR")][-3:] == [429, 429, 200]
+
+
 def test_output_to_a_bucket_tuple(agent, compartment, instance, osc, ns, bucket) -> None:
     output = InstanceAgentCommandOutputViaObjectStorageTupleDetails(
         output_type="OBJECT_STORAGE_TUPLE", namespace_name=ns, bucket_name=bucket, object_name="tuple.log"
@@ -318,6 +328,8 @@ def test_output_target_that_refuses_fails_the_execution(agent, compartment, inst
     execution = wait_for_execution(agent, run(agent, compartment, instance, "echo fine", output=output), instance)
     assert (execution.lifecycle_state, execution.content.exit_code) == ("FAILED", 0)
     assert "output could not be written" in execution.content.message
+    token = read_only.split("/p/", 1)[1].split("/", 1)[0]
+    assert token not in execution.content.message, "the message quotes the PAR's credential"
 
 
 def test_script_from_a_read_par_and_from_a_tuple(agent, compartment, instance, osc, ns, bucket) -> None:

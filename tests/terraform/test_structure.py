@@ -221,6 +221,13 @@ MUTATIONS = [
     ("events", "object_events_enabled = true", "object_events_enabled = false", "object_events_enabled = true"),
     (
         "events",
+        'resource "oci_events_rule" "upload" {',
+        'resource "oci_objectstorage_bucket" "work" {\n  name                  = "work"\n  object_events_enabled = true\n}\n\n'
+        'resource "oci_events_rule" "upload" {',
+        "oci_objectstorage_bucket.work is not the import bucket and does not set object_events_enabled = false",
+    ),
+    (
+        "events",
         '  display_name   = "${var.name_prefix}-upload"\n  is_enabled     = true',
         '  display_name   = "${var.name_prefix}-upload"\n  is_enabled     = false',
         "is not enabled",

@@ -715,14 +715,14 @@ def reference_problems(module: Module) -> list[str]:
 
 
 def import_bucket(module: Module) -> tuple[Block | None, str]:
-    """The bucket users upload into: the only bucket, or the one named for imports/uploads."""
+    """The bucket users upload into: the only bucket, or the one named for imports/uploads/images."""
     buckets = module.resources_of("oci_objectstorage_bucket")
     if len(buckets) == 1:
         return buckets[0], ""
-    named = [b for b in buckets if re.search(r"import|upload", b.labels[1] + str(b.body.get("name", "")), re.I)]
+    named = [b for b in buckets if re.search(r"import|upload|image", b.labels[1] + str(b.body.get("name", "")), re.I)]
     if len(named) == 1:
         return named[0], ""
-    return None, f"cannot tell the import bucket among {[b.address for b in buckets]} (one bucket, or one named *import*/*upload*)"
+    return None, f"cannot tell the import bucket among {[b.address for b in buckets]} (one bucket, or one named *import*/*upload*/*image*)"
 
 
 def _event_condition(module: Module, rule: Block) -> tuple[Any, str]:
@@ -765,6 +765,9 @@ def events_problems(module: Module) -> list[str]:
     found = []
     if bucket.body.get("object_events_enabled") is not True:
         found.append(f"{bucket.where}: {bucket.address} does not set object_events_enabled = true: it would emit no events")
+    for other in module.resources_of("oci_objectstorage_bucket"):  # the work bucket: what lands there starts nothing
+        if other is not bucket and other.body.get("object_events_enabled") is not False:
+            found.append(f"{other.where}: {other.address} is not the import bucket and does not set object_events_enabled = false")
     bucket_name = bucket.body.get("name")
     bucket_refs = {f"{bucket.address}.name", f"{bucket.address}[0].name"}
     functions = {b.labels[1] for b in module.resources_of("oci_functions_function")}

@@ -45,7 +45,10 @@ KILL_POINTS = {
 }
 # Calls that change something. A finished step run again makes none of them, except that
 # download_image never reuses a command that carried a PAR URL: it downloads again through
-# a fresh PAR (the script finds the image already there) and deletes that PAR.
+# a fresh PAR (the script finds the image already there) and deletes that PAR; and the scripts
+# whose output goes to the work bucket (download, fsck: remote.LARGE_RESULTS) find it deleted
+# once read, so they run again (read-only for fsck) through a fresh output PAR, then delete
+# the output object and that PAR.
 MUTATING = {
     "LaunchInstance",
     "TerminateInstance",
@@ -64,7 +67,8 @@ MUTATING = {
     "PutObject",
     "DeleteObject",
 }
-RERUN_MAY_CALL = {"download_image": {"CreatePreauthenticatedRequest", "CreateInstanceAgentCommand", "DeletePreauthenticatedRequest"}}
+_RUN_AGAIN = {"CreatePreauthenticatedRequest", "CreateInstanceAgentCommand", "DeletePreauthenticatedRequest", "DeleteObject"}
+RERUN_MAY_CALL = {"download_image": _RUN_AGAIN, "fsck_volume": _RUN_AGAIN}
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,9 @@ app.kubernetes.io/part-of: vdimport
 {{- with $v.oci.bucketName }}
 {{- $_ := set $env "VDIMPORT_REAPER_BUCKETS" . }}
 {{- end }}
+{{- with $v.oci.workBucketName }}
+{{- $_ := set $env "VDIMPORT_WORK_BUCKET" . }}
+{{- end }}
 {{- range $name, $seconds := $v.deadlineSeconds }}
 {{- $_ := set $env (printf "VDIMPORT_%s_TIMEOUT_SECONDS" (upper $name)) (include "vdimport.envValue" $seconds) }}
 {{- end }}
@@ -154,6 +157,9 @@ app.kubernetes.io/part-of: vdimport
 {{/* Combinations the schema cannot express; each fails the render with the values to change. */}}
 {{- define "vdimport.validate" -}}
 {{- $v := .Values }}
+{{- if and $v.oci.workBucketName (eq $v.oci.workBucketName $v.oci.bucketName) }}
+{{- fail (printf "oci.workBucketName and oci.bucketName are both %q: command output written to the upload bucket would start imports; give it a bucket of its own" $v.oci.bucketName) }}
+{{- end }}
 {{- if lt (int64 $v.dag.stepPool.slots) (int64 $v.dag.maxWorkerVms) }}
 {{- fail (printf "dag.stepPool.slots (%v) is below dag.maxWorkerVms (%v): runs holding a worker VM would wait for a pool slot" $v.dag.stepPool.slots $v.dag.maxWorkerVms) }}
 {{- end }}

@@ -98,6 +98,11 @@ class Clients:
         return self._make(oci.object_storage.ObjectStorageClient)
 
     @functools.cached_property
+    def namespace(self) -> str:
+        """The tenancy's Object Storage namespace: where the deployment's own buckets are (the work bucket)."""
+        return str(self.object_storage.get_namespace().data)
+
+    @functools.cached_property
     def agent(self) -> oci.compute_instance_agent.ComputeInstanceAgentClient:
         return self._make(oci.compute_instance_agent.ComputeInstanceAgentClient)
 

@@ -60,6 +60,9 @@ class WorkerConfig:
     reaper_grace_seconds: float = 300.0  # the reaper leaves what is younger alone (a run being cleared may adopt it)
     reaper_buckets: tuple[str, ...] = ()  # buckets whose vdimport PARs the reaper looks at
     reaper_compartments: tuple[str, ...] = ()  # compartments the reaper scans besides compartment_id
+    # Bucket for Run Command output larger than its 1 KB of text (remote.LARGE_RESULTS); never the
+    # import bucket, where each new object starts an import. None: text output only.
+    work_bucket: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> WorkerConfig:
@@ -113,6 +116,9 @@ class WorkerConfig:
         topic = ocid("NOTIFICATION_TOPIC_ID", required=False)
         if topic and _OCID.match(topic) and not topic.startswith("ocid1.onstopic."):
             problems.append(f"VDIMPORT_NOTIFICATION_TOPIC_ID is not a Notifications topic OCID (ocid1.onstopic...): {topic[:60]!r}")
+        work_bucket = get("WORK_BUCKET")
+        if work_bucket and not re.fullmatch(r"[A-Za-z0-9._-]{1,256}", work_bucket):
+            problems.append(f"VDIMPORT_WORK_BUCKET is not a bucket name: {work_bucket[:60]!r}")
         reaper_compartments = tuple(c.strip() for c in (get("REAPER_COMPARTMENTS") or "").split(",") if c.strip())
         problems += [f"VDIMPORT_REAPER_COMPARTMENTS: not an OCID: {c[:60]!r}" for c in reaper_compartments if not _OCID.match(c)]
         values: dict[str, Any] = {
@@ -137,6 +143,7 @@ class WorkerConfig:
             "reaper_grace_seconds": number("REAPER_GRACE_SECONDS", 300, 0, 7 * 86400),
             "reaper_buckets": tuple(b.strip() for b in (get("REAPER_BUCKETS") or get("BUCKET") or "").split(",") if b.strip()),
             "reaper_compartments": reaper_compartments,
+            "work_bucket": work_bucket,
         }
         defaults = Deadlines()
         values["deadlines"] = Deadlines(

@@ -164,7 +164,12 @@ class StepContext:
         return str(self.need("create_volume")["volume_id"])
 
     def shell(self) -> WorkerShell:
-        return WorkerShell(self.clients, self.names, self.worker_id(), self.compartment_id, self.config.poll_max_seconds)
+        work_bucket = self.config.work_bucket
+        if work_bucket and work_bucket == self.request.bucket:
+            raise StepError(
+                "VDIMPORT_WORK_BUCKET is the import bucket, where every new object starts an import: give it a bucket of its own"
+            )
+        return WorkerShell(self.clients, self.names, self.worker_id(), self.compartment_id, self.config.poll_max_seconds, work_bucket)
 
     # --- delivery ---------------------------------------------------------------------------
     def delivered_volume(self) -> Any | None:

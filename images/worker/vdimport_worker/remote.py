@@ -4,12 +4,15 @@ No SSH, no inbound ports: each script (``vm/*.sh``, prefixed by ``vm/lib.sh`` an
 Run Command text, at most 4 KB. Values reach the script only as shell-quoted variable
 assignments, so nothing from an object name or metadata is ever parsed as shell code.
 The script's last line carries its result (``VDIMPORT_RESULT {json}``) or its one-line
-cause (``VDIMPORT_ERROR ...``, or ``VDIMPORT_REJECT ...`` when the image itself is unusable):
-Run Command returns only the last 1 KB of output.
+cause (``VDIMPORT_ERROR ...``, or ``VDIMPORT_REJECT ...`` when the image itself is unusable).
+Run Command returns only the last 1 KB of output as text: the scripts whose result can be
+larger (``LARGE_RESULTS``) send their whole output to an object in the work bucket instead
+(``output.py``) when one is configured.
 
 Idempotency: a command is named after the run and the script. If a command of that name
 is still running (the step was killed and restarted), we wait for it instead of starting a
-second one; if it succeeded, its result is reused.
+second one; if it succeeded, its result is reused (while its output object is there: it is
+deleted once read, so a finished step run again runs the script again).
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ import oci
 
 from .clients import Clients, list_all
 from .naming import RunNames
+from .output import OutputObject, redacted
 from .waiting import poll
 
 log = logging.getLogger(__name__)
 
 MAX_SCRIPT_BYTES = 4096
+TEXT_OUTPUT_BYTES = 1024  # what Run Command keeps of a command's output as text (its end)
 RUNNING_STATES = ("ACCEPTED", "IN_PROGRESS")
 GONE_INSTANCE_STATES = ("STOPPING", "STOPPED", "TERMINATING", "TERMINATED")
 
@@ -58,6 +63,10 @@ class ScriptResult:
 NUMBERS = frozenset({"VSIZE", "OFFSET", "LENGTH", "STREAMS"})
 # Scripts that share more than lib.sh: the parts prepended to them, in order.
 PRELUDES: dict[str, tuple[str, ...]] = {"write": ("lib", "slices"), "verify": ("lib", "slices")}
+# Scripts whose result can outgrow TEXT_OUTPUT_BYTES: download (qemu-img info of an image with
+# many internal snapshots) and fsck (an entry per partition). With a work bucket their output
+# goes to Object Storage; without one, as text, and a result that does not fit fails saying so.
+LARGE_RESULTS = frozenset({"download", "fsck"})
 
 
 def _script_text(name: str) -> str:
@@ -111,12 +120,22 @@ def parse_output(text: str) -> tuple[dict[str, Any] | None, str | None, bool]:
 
 
 class WorkerShell:
-    def __init__(self, clients: Clients, names: RunNames, instance_id: str, compartment_id: str, poll_max: float = 10.0):
+    def __init__(
+        self,
+        clients: Clients,
+        names: RunNames,
+        instance_id: str,
+        compartment_id: str,
+        poll_max: float = 10.0,
+        work_bucket: str | None = None,
+    ):
         self.clients = clients
         self.names = names
         self.instance_id = instance_id
         self.compartment_id = compartment_id
         self.poll_max = poll_max
+        self.work_bucket = work_bucket
+        self._command_live = False  # a command of ours may still be running on the worker
 
     def run(self, script: str, variables: dict[str, str | int], timeout_seconds: int, secret: bool = False) -> ScriptResult:
         """Run ``vm/<script>.sh`` on the worker and return its result; raise RemoteError with its cause.
@@ -129,16 +148,38 @@ class WorkerShell:
         # credential is named by the script alone, so a restarted step finds it running.
         digest = "" if secret else "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
         display = f"{self.names.prefix}-{script}{digest}"
+        sink = None
+        if script in LARGE_RESULTS and self.work_bucket:
+            sink = OutputObject(self.clients, self.names, self.work_bucket, display)
+        self._command_live = False
+        try:
+            return self._run(script, text, display, timeout_seconds, secret, sink)
+        finally:
+            if sink is not None and self._command_live:  # stopped (SIGTERM) or gave up waiting
+                log.info("The %s command still runs: its output PAR stays for a retried step (else the reaper removes it)", script)
+            elif sink is not None:
+                self._remove(sink)
+
+    # --- internals ---------------------------------------------------------------------------
+    def _run(self, script: str, text: str, display: str, timeout_seconds: int, secret: bool, sink: OutputObject | None) -> ScriptResult:
         existing = self._latest_execution(display)
         if existing is not None and existing.lifecycle_state in RUNNING_STATES:
             log.info("A %s command from an earlier attempt is still running on the worker; waiting for it", script)
-            return self._finish(script, existing.instance_agent_command_id, timeout_seconds, reused=True)
+            self._command_live = True
+            return self._finish(script, existing.instance_agent_command_id, timeout_seconds, sink, reused=True)
         if existing is not None and existing.lifecycle_state == "SUCCEEDED" and not secret:
-            finished = self._execution(existing.instance_agent_command_id)
-            parsed, _, _ = parse_output(_output_text(finished))
-            if parsed is not None:
+            output = self._output(self._execution(existing.instance_agent_command_id), sink)
+            parsed = parse_output(output)[0] if output is not None else None
+            if output is not None and parsed is not None:
                 log.info("The %s script already succeeded on the worker; reusing its result", script)
-                return ScriptResult(parsed, _output_text(finished), existing.instance_agent_command_id, reused=True)
+                return ScriptResult(parsed, output, existing.instance_agent_command_id, reused=True)
+            if output is None:
+                log.info("The %s script already succeeded on the worker, but its output is gone; running it again", script)
+        output_details = (
+            sink.target(timeout_seconds)
+            if sink is not None
+            else oci.compute_instance_agent.models.InstanceAgentCommandOutputViaTextDetails(output_type="TEXT")
+        )
         details = oci.compute_instance_agent.models.CreateInstanceAgentCommandDetails(
             compartment_id=self.compartment_id,
             display_name=display,
@@ -148,14 +189,18 @@ class WorkerShell:
                 source=oci.compute_instance_agent.models.InstanceAgentCommandSourceViaTextDetails(
                     source_type="TEXT", text=text, text_sha256=hashlib.sha256(text.encode()).hexdigest()
                 ),
-                output=oci.compute_instance_agent.models.InstanceAgentCommandOutputViaTextDetails(output_type="TEXT"),
+                output=output_details,
             ),
         )
-        command = self.clients.agent.create_instance_agent_command(details).data
+        self._command_live = True  # a stop from here on may leave it running
+        try:
+            command = self.clients.agent.create_instance_agent_command(details).data
+        except oci.exceptions.ServiceError:
+            self._command_live = False
+            raise
         log.info("Started %s on the worker (command %s)", script, command.id)
-        return self._finish(script, command.id, timeout_seconds)
+        return self._finish(script, command.id, timeout_seconds, sink)
 
-    # --- internals ---------------------------------------------------------------------------
     def _latest_execution(self, display_name: str) -> Any:
         executions = list_all(
             self.clients.agent.list_instance_agent_command_executions,
@@ -168,7 +213,25 @@ class WorkerShell:
     def _execution(self, command_id: str) -> Any:
         return self.clients.agent.get_instance_agent_command_execution(command_id, self.instance_id).data
 
-    def _finish(self, script: str, command_id: str, timeout_seconds: int, reused: bool = False) -> ScriptResult:
+    def _output(self, execution: Any, sink: OutputObject | None) -> str | None:
+        """The output of a finished command: its text, or its object (None: the object is gone)."""
+        content = getattr(execution, "content", None)
+        if content is None or content.output_type == "TEXT":
+            return _output_text(execution)
+        if sink is None:
+            raise RemoteError("the command's output went to Object Storage, and VDIMPORT_WORK_BUCKET no longer names the bucket")
+        return sink.read()
+
+    def _remove(self, sink: OutputObject) -> None:
+        """Delete the output object and its PAR; a failure leaves them to the reaper (and the PAR to its expiry)."""
+        try:
+            sink.remove()
+        except oci.exceptions.ServiceError as exc:
+            log.warning("Could not delete the command's output object or its PAR (%s %s); the reaper will", exc.status, exc.code)
+        else:
+            log.info("Deleted the command's output object and its pre-authenticated request")
+
+    def _finish(self, script: str, command_id: str, timeout_seconds: int, sink: OutputObject | None, reused: bool = False) -> ScriptResult:
         checks = {"count": 0}
         started = time.monotonic()
 
@@ -189,7 +252,9 @@ class WorkerShell:
             self.poll_max,
             progress=heartbeat,
         )
-        output = _output_text(execution)
+        self._command_live = False
+        found = self._output(execution, sink)
+        output = found or ""
         for line in output.splitlines():
             if line and not line.startswith("VDIMPORT_"):
                 log.info("  worker| %s", line)
@@ -207,12 +272,33 @@ class WorkerShell:
         if state == "CANCELED":
             raise RemoteError(f"{script} on the worker was canceled")
         exit_code = getattr(execution.content, "exit_code", None)
+        if found is None:  # no output object: the agent says why (a PAR URL in its message is hidden)
+            message = redacted(str(getattr(execution.content, "message", None) or "no message"))
+            if state == "SUCCEEDED":
+                raise RemoteError(f"{script} succeeded on the worker, but its output did not reach the work bucket: {message}")
+            raise RemoteError(f"{script} on the worker failed (exit {exit_code}), and its output did not reach the work bucket: {message}")
+        if error is None and state == "SUCCEEDED" and execution.content.output_type == "TEXT" and cut_off(output):
+            raise RemoteError(truncated_message(script))
         raise RemoteError(error or f"{script} on the worker failed (exit {exit_code}) without saying why", rejected=rejected)
 
     def _raise_if_gone(self, script: str) -> None:
         state = self.clients.compute.get_instance(self.instance_id).data.lifecycle_state
         if state in GONE_INSTANCE_STATES:
+            self._command_live = False  # its command is gone with it
             raise RemoteError(f"the worker instance {self.instance_id} went {state} while {script} ran on it")
+
+
+def cut_off(text: str) -> bool:
+    """Whether a text output is Run Command's 1 KB tail of a longer one (the cut may drop up to 3
+    bytes of a UTF-8 character)."""
+    return len(text.encode()) >= TEXT_OUTPUT_BYTES - 3
+
+
+def truncated_message(script: str) -> str:
+    return (
+        f"the result of {script} exceeded Run Command's 1 KB text output and was cut off; set VDIMPORT_WORK_BUCKET "
+        "(a bucket for command output, not the import bucket) so that large results travel through Object Storage"
+    )
 
 
 def _output_text(execution: Any) -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import gzip
 import json
 import logging
+import re
+import zlib
 from typing import Any
 
 import oci
@@ -18,9 +19,19 @@ from .worker import delete_run_pars
 
 log = logging.getLogger("vdimport")
 
+MAX_INFO_BYTES = 64 << 20  # qemu-img info of an image with thousands of snapshots is a few MB
+
 
 def _source(ctx: StepContext) -> SourceImage:
     return SourceImage(**ctx.result_of("inspect_object")["source"])
+
+
+def _manifest_digest(source: SourceImage) -> str:
+    """``algorithm:hex`` of the disk from its OVA's manifest, checked again: it came through XCom."""
+    digest = source.digest or ""
+    if digest and not re.fullmatch(r"(sha1:[0-9a-f]{40}|sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})", digest):
+        raise Rejected("inspect_object's manifest digest of the disk is not one it could have written")
+    return digest
 
 
 def _command_timeout(ctx: StepContext) -> int:
@@ -37,6 +48,19 @@ def _create_read_par(ctx: StepContext) -> tuple[str, str]:
     par = ctx.clients.object_storage.create_preauthenticated_request(obj["namespace"], obj["bucket"], details).data
     url = par.full_path or ctx.clients.object_storage.base_client.endpoint + par.access_uri
     return par.id, url
+
+
+def _unpack_info(packed: str) -> dict[str, Any]:
+    """download.sh's gzip+base64 ``qemu-img info``, inflated no further than MAX_INFO_BYTES: the
+    worker parses hostile images, so what it sends back is bounded here too."""
+    inflate = zlib.decompressobj(wbits=31)  # gzip
+    text = inflate.decompress(base64.b64decode(packed), MAX_INFO_BYTES)
+    if inflate.unconsumed_tail or not inflate.eof:
+        raise Rejected(f"qemu-img info of the image is larger than {MAX_INFO_BYTES >> 20} MiB")
+    info = json.loads(text)
+    if not isinstance(info, dict):
+        raise StepError("the worker sent back a qemu-img info that is not a JSON object")
+    return info
 
 
 def download_image(ctx: StepContext) -> dict[str, Any]:
@@ -59,6 +83,7 @@ def download_image(ctx: StepContext) -> dict[str, Any]:
             "LENGTH": source.length,
             "STREAMS": ctx.config.download_streams,
             "MD5": obj.get("md5") or "",
+            "DIGEST": _manifest_digest(source),
             "FORMAT": source.format,
         }
         shell = ctx.shell()
@@ -73,7 +98,7 @@ def download_image(ctx: StepContext) -> dict[str, Any]:
         # A killed earlier attempt may have left its PAR (its download may even be the one we
         # just waited for): the download is over, so no PAR of this run is needed any more.
         delete_run_pars(ctx)
-    info = json.loads(gzip.decompress(base64.b64decode(result["info"])))
+    info = _unpack_info(str(result["info"]))
     try:
         check_qemu_info(info, source, result["path"], int(ctx.plan["volume_size_gb"]) << 30)
     except UnsafeImage as exc:

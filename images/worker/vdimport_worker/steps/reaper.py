@@ -6,8 +6,8 @@ scheduler, cleanup retries running out, a launch killed half-way) the scheduled 
 ``vdimport_reaper`` collects in three tasks:
 
 1. ``reap_scan`` (here, with the step runner's OCI identity): every live worker VM, unfinished
-   volume and pre-authenticated request that vdimport made, grouped by run key, with the DAG
-   run id they are tagged with.
+   volume and pre-authenticated request that vdimport made, and every command output object
+   left in the work bucket, grouped by run key, with the DAG run id they are tagged with.
 2. the DAG asks Airflow which of those runs are still going *as the same run instance*
    (queued or running, and their ``inspect_object`` result carries that key): the live keys.
 3. ``reap`` (here): removes the resources of every other key that are older than the grace
@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import oci
+
 from ..clients import Clients, list_all
 from ..config import WorkerConfig
 from ..naming import DAG_RUN_TAG, ROLE_TAG, RUN_TAG, is_run_key
@@ -35,12 +37,13 @@ ALIVE_INSTANCE = ("PROVISIONING", "STARTING", "RUNNING", "STOPPING", "STOPPED", 
 GONE_VOLUME = ("TERMINATING", "TERMINATED")
 FINAL_VOLUME = ("verified", "delivered")
 STATE_TAG = "vdimport-state"
-_PAR_NAME = re.compile(r"vdimport-([0-9a-f]{32})-par")
+_PAR_NAME = re.compile(r"vdimport-([0-9a-f]{32})-(?:par|output)")  # the read PAR, command output PARs (output.py)
+_OUTPUT_OBJECT = re.compile(r"vdimport-([0-9a-f]{32})/.+")
 
 
 @dataclass
 class Leftover:
-    kind: str  # worker | volume | par
+    kind: str  # worker | volume | par | object (a command's output in the work bucket)
     id: str
     key: str
     dag_run_id: str | None
@@ -82,13 +85,25 @@ def leftovers(config: WorkerConfig, clients: Clients) -> Iterator[Leftover]:
                 yield Leftover(
                     "volume", volume.id, tags[RUN_TAG], tags.get(DAG_RUN_TAG), volume.time_created, volume.display_name, (compartment,)
                 )
-    if config.reaper_buckets:
-        namespace = clients.object_storage.get_namespace().data
-        for bucket in config.reaper_buckets:
-            for par in list_all(clients.object_storage.list_preauthenticated_requests, namespace, bucket):
-                match = _PAR_NAME.fullmatch(par.name or "")
-                if match:
-                    yield Leftover("par", par.id, match.group(1), None, par.time_created, par.name, (namespace, bucket))
+    buckets = list(dict.fromkeys([*config.reaper_buckets, *([config.work_bucket] if config.work_bucket else [])]))
+    for bucket in buckets:
+        for par in list_all(clients.object_storage.list_preauthenticated_requests, clients.namespace, bucket):
+            match = _PAR_NAME.fullmatch(par.name or "")
+            if match:
+                yield Leftover("par", par.id, match.group(1), None, par.time_created, par.name, (clients.namespace, bucket))
+    if config.work_bucket:
+        yield from _output_objects(clients, config.work_bucket)
+
+
+def _output_objects(clients: Clients, bucket: str) -> Iterator[Leftover]:
+    """Command output objects a step did not get to delete (it was killed, or its cleanup failed)."""
+    listing = oci.pagination.list_call_get_all_results(
+        clients.object_storage.list_objects, clients.namespace, bucket, prefix="vdimport-", fields="name,timeCreated"
+    ).data
+    for obj in listing.objects or []:
+        match = _OUTPUT_OBJECT.fullmatch(obj.name or "")
+        if match:
+            yield Leftover("object", obj.name, match.group(1), None, obj.time_created, obj.name, (clients.namespace, bucket))
 
 
 def reap_scan(config: WorkerConfig, clients: Clients, state: dict[str, Any]) -> dict[str, Any]:
@@ -123,6 +138,11 @@ def reap(config: WorkerConfig, clients: Clients, state: dict[str, Any]) -> dict[
         log.info("Deleting pre-authenticated request %s in %s/%s (run %s is over)", item.name, namespace, bucket, item.key)
         clients.object_storage.delete_preauthenticated_request(namespace, bucket, item.id)
         removed.append(f"par {item.id}")
+    for item in [i for i in doomed if i.kind == "object"]:
+        namespace, bucket = item.where
+        log.info("Deleting command output %s in %s/%s (run %s is over)", item.name, namespace, bucket, item.key)
+        clients.object_storage.delete_object(namespace, bucket, item.id)
+        removed.append(f"object {item.id}")
     workers = [i for i in doomed if i.kind == "worker"]
     for item in workers:
         instance = clients.compute.get_instance(item.id).data
