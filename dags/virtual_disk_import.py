@@ -104,9 +104,9 @@ PARAMS: dict[str, Param] = {
     "ad_number": Param(
         None,
         type=["null", "integer"],
-        enum=[None, 1, 2, 3],
+        enum=[None, 0, 1, 2, 3],
         title="Availability domain",
-        description="1, 2 or 3: the availability domain of the volume. Empty: any (another one is tried on 'out of capacity').",
+        description="1, 2 or 3: the availability domain of the volume. 0 or empty: any (another one is tried on 'out of capacity').",
     ),
     "volume_name": Param(
         None,
@@ -164,7 +164,8 @@ PARAMS: dict[str, Param] = {
         None,
         type=["null", "object"],
         title="Freeform tags",
-        description='Extra freeform tags of the volume as a JSON object, e.g. {"project": "migration"}.',
+        description='Extra freeform tags of the volume as a JSON object, e.g. {"project": "migration"}; at most 6. '
+        "The object's other metadata keys become tags too; these win over them.",
     ),
     "keep_on_failure": Param(
         None,

@@ -130,7 +130,7 @@ def test_params_are_typed_documented_and_match_the_request(load_dag: Callable[..
         # object metadata must not be overridden by an unset UI field.
         assert params.get_param(name).value is None, name
         assert "null" in params.get_param(name).schema["type"], name
-    assert params.get_param("ad_number").schema["enum"] == [None, 1, 2, 3]
+    assert params.get_param("ad_number").schema["enum"] == [None, 0, 1, 2, 3]  # 0: any, as in the reference DAG
     assert params.get_param("fsck").schema["enum"] == [None, "off", "check", "strict"]
     assert params.get_param("tags").schema["type"] == ["null", "object"]
     assert params.get_param("verify").schema["type"] == ["null", "boolean"]

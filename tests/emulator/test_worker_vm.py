@@ -311,7 +311,11 @@ def test_sandbox_wrapper_as_an_unprivileged_user(dev_mode: str) -> None:
             "id -u\nsudo id -u\nreadlink /dev/oracleoci/oraclevdb\n"
             "printf userns | dd of=/dev/oracleoci/oraclevdb bs=1 seek=512 conv=notrunc status=none\n"
             "echo x > /dev/null && head -c 1 /dev/zero | wc -c\nls /dev/oracleoci\n"
+            "cat /etc/vdimport-probe.conf\n"
         )
+        (work / "etc" / "upper").mkdir(parents=True)  # cloud-init's files over /etc, as an unprivileged user too
+        (work / "etc" / "work").mkdir()
+        (work / "etc" / "upper" / "vdimport-probe.conf").write_text("from cloud-init\n")
         disk = work / "disk.img"
         with open(disk, "wb") as f:
             f.truncate(MiB)
@@ -321,7 +325,15 @@ def test_sandbox_wrapper_as_an_unprivileged_user(dev_mode: str) -> None:
         disks = [Disk(name="oraclevdb", path=disk, target=str(disk))]
         (work / "var-tmp").mkdir()
         argv = sandbox_command(
-            work / "wrapper.sh", work / "ready", work / "stage", dev_mode, work / "var-tmp", work / "script", disks, map_root=True
+            work / "wrapper.sh",
+            work / "ready",
+            work / "stage",
+            dev_mode,
+            work / "var-tmp",
+            work / "etc",
+            work / "script",
+            disks,
+            map_root=True,
         )
         result = subprocess.run(
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv],
@@ -332,7 +344,8 @@ def test_sandbox_wrapper_as_an_unprivileged_user(dev_mode: str) -> None:
             timeout=30,
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        assert result.stdout == f"0\n0\n{disk}\n1\noraclevdb\n"
+        assert result.stdout == f"0\n0\n{disk}\n1\noraclevdb\nfrom cloud-init\n"
+        assert not Path("/etc/vdimport-probe.conf").exists()
         assert (work / "ready").exists()
         with open(disk, "rb") as f:
             f.seek(512)

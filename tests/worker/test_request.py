@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from vdimport_worker.request import OPTION_KEYS, ImportOptions, ImportRequest, RequestError
+from vdimport_worker.request import MAX_TAGS, OPTION_KEYS, ImportOptions, ImportRequest, RequestError
 
 SOURCE = {"namespace": "ns", "bucket": "images", "object": "disks/vm.qcow2"}
 POLICY = "ocid1.volumebackuppolicy.oc1..aaaabbbb"
@@ -81,16 +81,83 @@ def test_metadata_keys_in_any_spelling_and_conf_wins() -> None:
     assert (request.options.ad_number, request.options.vpus_per_gb, request.options.fsck) == (3, 20, "strict")
 
 
-def test_empty_values_mean_default_and_unknown_keys_are_reported() -> None:
-    request = parse({"ad_number": "", "colour": "blue", "$(reboot)": "x"}, priority="high")
+def test_empty_values_mean_default_and_unknown_conf_keys_are_reported() -> None:
+    request = parse({"ad_number": "", "fsck": None}, priority="high")
+    assert request.options == ImportOptions()
+    assert request.unknown_keys == ("priority",)
+
+
+@pytest.mark.parametrize("via", ["metadata", "conf"])
+@pytest.mark.parametrize("zero", ["0", " 0 ", 0])
+def test_ad_number_0_means_any_as_in_the_reference(zero: Any, via: str) -> None:
+    request = parse({"ad_number": zero}) if via == "metadata" else parse(ad_number=zero)
     assert request.options.ad_number is None
-    assert request.unknown_keys == ("$(reboot)", "colour", "priority")
+    assert request.options == parse().options
+
+
+def test_metadata_that_is_no_option_becomes_the_volumes_tags() -> None:
+    """As uploads for the reference architecture expect: the key without opc-meta-, its value as it is."""
+    request = parse({"opc-meta-Project": "migration", "owner": "ops@example.com", "cost-center": "42", "ad_number": "2", "FSCK": "off"})
+    assert request.metadata_tags == {"Project": "migration", "cost-center": "42", "owner": "ops@example.com"}
+    assert list(request.metadata_tags) == sorted(request.metadata_tags)  # the same upload, the same tags
+    assert (request.options.ad_number, request.options.fsck) == (2, "off")  # options are options, not tags
+    assert request.tag_warnings == () and request.unknown_keys == ()
+    assert request.volume_tags == request.metadata_tags
+
+
+def test_the_tags_option_wins_over_metadata_of_the_same_name() -> None:
+    request = parse({"project": "from-metadata", "team": "db"}, tags={"Project": "from-tags"})
+    assert request.volume_tags == {"team": "db", "Project": "from-tags"}
+    [warning] = request.tag_warnings
+    assert warning.startswith('metadata "project" is not a tag of the volume: key "project" is a tag of the volume already')
+
+
+# (metadata key, value, the reason in its warning): none of them fails the import
+UNTAGGABLE = [
+    ("vdimport-run", "0" * 32, 'key "vdimport-run" is reserved for vdimport\'s own tags'),
+    ("VDIMPORT-state", "delivered", 'key "VDIMPORT-state" is reserved for vdimport\'s own tags'),
+    ("opc-meta-vdimport-role", "volume", 'key "vdimport-role" is reserved'),
+    ("cost.center", "42", "must be 1-100 letters, digits or ASCII punctuation other than '.'"),
+    ("two words", "x", "must be 1-100 letters, digits or ASCII punctuation other than '.'"),
+    ("k" * 101, "x", "must be 1-100 letters"),
+    ("диск", "x", "must be 1-100 letters"),
+    ("long", "v" * 257, 'value of "long" must be a string of at most 256 characters'),
+    ("nested", {"a": 1}, 'value of "nested" must be a string of at most 256 characters'),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "reason"), UNTAGGABLE, ids=[f"untaggable-{i}" for i in range(len(UNTAGGABLE))])
+def test_metadata_that_cannot_be_a_tag_is_a_one_line_warning(key: str, value: Any, reason: str) -> None:
+    request = parse({key: value, "kept": "yes"})
+    assert request.metadata_tags == {"kept": "yes"}
+    [warning] = request.tag_warnings
+    assert "\n" not in warning and len(warning) < 300
+    assert warning.startswith("metadata ") and reason in warning, warning
+
+
+def test_a_volume_takes_as_many_user_tags_as_oci_leaves_room_for() -> None:
+    """10 free-form tags a resource, 4 of them vdimport's own: the tags option's first, then metadata in key order."""
+    assert MAX_TAGS == 6
+    request = parse({f"m{i}": str(i) for i in range(6)}, tags={"a": "1", "b": "2"})
+    assert request.volume_tags == {"m0": "0", "m1": "1", "m2": "2", "m3": "3", "a": "1", "b": "2"}
+    assert [w.split(":")[0] for w in request.tag_warnings] == [
+        'metadata "m4" is not a tag of the volume',
+        'metadata "m5" is not a tag of the volume',
+    ]
+    assert all(w.endswith("a volume carries at most 6 tags of the user") for w in request.tag_warnings)
+
+
+def test_metadata_tags_keep_the_run_conf_round_trip() -> None:
+    conf = {**SOURCE, "metadata": {"owner": "ops", "bad key": "x"}}
+    request = ImportRequest.parse(json.dumps(conf))
+    assert request == ImportRequest.parse(conf)
+    assert request.to_json()["metadata_tags"] == {"owner": "ops"} and len(request.to_json()["tag_warnings"]) == 1
 
 
 INJECTION = "$(touch /tmp/pwned)"
 # (key, bad value, the start of the one line the user must see)
 BAD_OPTIONS = [
-    ("ad_number", "0", 'ad_number: must be 1, 2 or 3 (got "0")'),
+    ("ad_number", "-1", 'ad_number: must be 1, 2 or 3 (got "-1"), or 0 for any availability domain'),
     ("ad_number", "4", 'ad_number: must be 1, 2 or 3 (got "4")'),
     ("ad_number", "two", 'ad_number: must be 1, 2 or 3 (got "two")'),
     ("ad_number", "1.5", 'ad_number: must be 1, 2 or 3 (got "1.5")'),
@@ -123,11 +190,24 @@ BAD_OPTIONS = [
     ("tags", "project=x", 'tags: must be a JSON object of strings, e.g. {"project": "migration"}'),
     ("tags", "[1, 2]", 'tags: must be a JSON object of strings, e.g. {"project": "migration"}'),
     ("tags", INJECTION, 'tags: must be a JSON object of strings, e.g. {"project": "migration"}'),
-    ("tags", json.dumps({INJECTION: "x"}), "tags: key \"$(touch /tmp/pwned)\" must be 1-100 letters, digits, '_', '.', ':' or '-'"),
+    (
+        "tags",
+        json.dumps({INJECTION: "x"}),
+        "tags: key \"$(touch /tmp/pwned)\" must be 1-100 letters, digits or ASCII punctuation other than '.'",
+    ),
+    (
+        "tags",
+        json.dumps({"cost.center": "x"}),
+        "tags: key \"cost.center\" must be 1-100 letters, digits or ASCII punctuation other than '.'",
+    ),
     ("tags", json.dumps({"vdimport-run": "x"}), 'tags: key "vdimport-run" is reserved for vdimport\'s own tags'),
     ("tags", json.dumps({"k": "v" * 257}), 'tags: value of "k" must be a string of at most 256 characters'),
     ("tags", json.dumps({"k": {"nested": 1}}), 'tags: value of "k" must be a string of at most 256 characters'),
-    ("tags", json.dumps({f"k{i}": "v" for i in range(65)}), "tags: at most 64 tags"),
+    (
+        "tags",
+        json.dumps({f"k{i}": "v" for i in range(7)}),
+        "tags: at most 6 tags (a volume carries 10 free-form tags, 4 of them vdimport's own)",
+    ),
 ]
 
 

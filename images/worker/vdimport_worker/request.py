@@ -4,7 +4,17 @@ A request comes from the DAG run conf: the source object (namespace, bucket, obj
 size) as the function saw it, the object's user metadata (``opc-meta-*``), and, for a
 manual trigger from the Airflow UI, the same options as top-level params (which win over
 metadata). Every bad value fails with one line naming the key and what is allowed.
-Unknown option keys are reported, not fatal.
+
+Options: ``ad_number`` (1..3; 0 or empty: any, as in the reference DAG), ``volume_name``,
+``vpus_per_gb``, ``backup_policy``, ``compartment_id``, ``source_format``, ``kms_key_id``,
+``verify``, ``fsck``, ``tags`` (a JSON object of free-form tags), ``keep_on_failure``.
+
+Every other ``opc-meta-*`` key becomes a free-form tag of the volume, as uploads made for the
+reference architecture expect: its key without the prefix, its value as it is. A key that
+cannot be an OCI free-form tag, or one over the number of tags a volume can carry, is left out
+with a warning rather than failing the import (the reference passed every key to CreateVolume,
+so such an upload never imported there either); ``tags`` wins over a metadata key of the same
+name. Unknown top-level keys of the run conf are reported, not fatal.
 """
 
 from __future__ import annotations
@@ -13,6 +23,8 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from .naming import MAX_TAG_VALUE
 
 SOURCE_FORMATS = ("qcow2", "vmdk", "vhd", "vhdx", "vdi", "raw", "ova")
 FSCK_MODES = ("off", "check", "strict")
@@ -36,7 +48,13 @@ _FALSE = ("false", "no", "off", "0")
 _OCID = re.compile(r"ocid1\.([a-z0-9]+)\.[a-z0-9-]*\.[a-z0-9-]*\.[A-Za-z0-9._-]+")
 MAX_OBJECT_NAME = 1024
 MAX_VOLUME_NAME = 255
-MAX_TAGS = 64
+# OCI free-form tags (Tagging Overview, "Limits on Tags"): keys of 1-100 printable ASCII
+# characters without spaces or periods, values of at most 256 characters, at most 10 on one
+# resource. The volume carries 4 of vdimport's own (vdimport-run, -role, -dag-run, -state),
+# so 6 are the user's; a key starting with vdimport- is never the user's.
+MAX_TAGS = 10 - 4
+RESERVED_TAG_PREFIX = "vdimport-"
+_TAG_KEY = re.compile(r"[!-\-/-~]{1,100}")  # 0x21-0x7e but "."
 
 
 class RequestError(ValueError):
@@ -67,6 +85,13 @@ class ImportRequest:
     size: int | None
     options: ImportOptions
     unknown_keys: tuple[str, ...] = ()
+    metadata_tags: dict[str, str] = field(default_factory=dict)
+    tag_warnings: tuple[str, ...] = ()
+
+    @property
+    def volume_tags(self) -> dict[str, str]:
+        """The user's free-form tags of the volume: the metadata's, then ``tags`` over them."""
+        return {**self.metadata_tags, **self.options.tags}
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,14 +130,16 @@ class ImportRequest:
             raise RequestError("metadata: must be a JSON object of the object's opc-meta-* values")
         raw: dict[str, Any] = {}
         for key, value in metadata.items():
-            raw[_metadata_key(key)] = value
+            if _metadata_key(key) in OPTION_KEYS:
+                raw[_metadata_key(key)] = value
         for key in OPTION_KEYS:
             if conf.get(key) is not None:
                 raw[key] = conf[key]
-        top_level_extra = set(conf) - {"namespace", "bucket", "object", "etag", "size", "metadata", *OPTION_KEYS}
-        unknown = sorted((set(raw) - set(OPTION_KEYS)) | top_level_extra)
-        options = _parse_options({k: v for k, v in raw.items() if k in OPTION_KEYS and v not in (None, "")})
-        return cls(namespace, bucket, obj, etag, size, options, tuple(unknown))
+        unknown = sorted(set(conf) - {"namespace", "bucket", "object", "etag", "size", "metadata", *OPTION_KEYS})
+        options = _parse_options({k: v for k, v in raw.items() if v not in (None, "")})
+        extra = {k: v for k, v in metadata.items() if _metadata_key(k) not in OPTION_KEYS}
+        tags, warnings = _metadata_tags(extra, options.tags)
+        return cls(namespace, bucket, obj, etag, size, options, tuple(unknown), tags, warnings)
 
 
 def _lenient_text(conf: Any, key: str) -> str:
@@ -122,19 +149,59 @@ def _lenient_text(conf: Any, key: str) -> str:
 
 def _metadata_key(key: str) -> str:
     """``opc-meta-ad_number``, ``AD-Number`` and ``ad_number`` all mean the same option."""
-    key = key.lower()
-    if key.startswith("opc-meta-"):
-        key = key[len("opc-meta-") :]
-    return key.replace("-", "_")
+    return _without_prefix(str(key)).lower().replace("-", "_")
+
+
+def _without_prefix(key: str) -> str:
+    return key[len("opc-meta-") :] if key.lower().startswith("opc-meta-") else key
+
+
+def _metadata_tags(metadata: dict[Any, Any], requested: dict[str, str]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The metadata keys that are no option, as free-form tags, and a warning for each one left out.
+
+    In key order, so the same upload always gets the same tags; ``requested`` (the ``tags``
+    option) keeps its keys (compared case-blind: a key may arrive as an HTTP header) and its
+    share of the volume's tags.
+    """
+    taken = {key.lower() for key in requested}
+    tags: dict[str, str] = {}
+    warnings = []
+    for key, value in sorted(((_without_prefix(str(k)), v) for k, v in metadata.items()), key=lambda item: item[0]):
+        problem = tag_problem(key, value)
+        if problem is None and key.lower() in taken:
+            problem = f"key {_show(key)} is a tag of the volume already (the tags option wins)"
+        elif problem is None and len(requested) + len(tags) >= MAX_TAGS:
+            problem = f"a volume carries at most {MAX_TAGS} tags of the user"
+        if problem:
+            warnings.append(f"metadata {_show(key)} is not a tag of the volume: {problem}")
+            continue
+        taken.add(key.lower())
+        tags[key] = str(value)
+    return tags, tuple(warnings)
+
+
+def tag_problem(key: Any, value: Any) -> str | None:
+    """Why ``key: value`` cannot be one of the user's free-form tags of the volume, or None."""
+    if not isinstance(key, str) or not _TAG_KEY.fullmatch(key):
+        return f"key {_show(key)} must be 1-100 letters, digits or ASCII punctuation other than '.'"
+    if key.lower().startswith(RESERVED_TAG_PREFIX):
+        return f"key {_show(key)} is reserved for vdimport's own tags"
+    if not isinstance(value, str | int | float | bool) or len(str(value)) > MAX_TAG_VALUE:
+        return f"value of {_show(key)} must be a string of at most {MAX_TAG_VALUE} characters"
+    return None
 
 
 def _parse_options(raw: dict[str, Any]) -> ImportOptions:
     values: dict[str, Any] = {}
     if "ad_number" in raw:
-        ad = _integer("ad_number", raw["ad_number"], allowed="1, 2 or 3")
-        if ad not in (1, 2, 3):
-            raise RequestError(f"ad_number: must be 1, 2 or 3 (got {_show(raw['ad_number'])})")
-        values["ad_number"] = ad
+        bad = RequestError(f"ad_number: must be 1, 2 or 3 (got {_show(raw['ad_number'])}), or 0 for any availability domain")
+        try:
+            ad = _integer("ad_number", raw["ad_number"])
+        except RequestError:
+            raise bad from None
+        if ad not in (0, 1, 2, 3):
+            raise bad
+        values["ad_number"] = ad or None  # 0: any, as in the reference DAG
     if "volume_name" in raw:
         name = raw["volume_name"]
         if not isinstance(name, str) or not name.strip():
@@ -223,15 +290,12 @@ def _tags(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         raise RequestError('tags: must be a JSON object of strings, e.g. {"project": "migration"}')
     if len(value) > MAX_TAGS:
-        raise RequestError(f"tags: at most {MAX_TAGS} tags")
+        raise RequestError(f"tags: at most {MAX_TAGS} tags (a volume carries 10 free-form tags, 4 of them vdimport's own)")
     tags: dict[str, str] = {}
     for key, item in value.items():
-        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z0-9_.:\-]{1,100}", key):
-            raise RequestError(f"tags: key {_show(key)} must be 1-100 letters, digits, '_', '.', ':' or '-'")
-        if key.lower().startswith("vdimport-"):
-            raise RequestError(f"tags: key {_show(key)} is reserved for vdimport's own tags")
-        if not isinstance(item, str | int | float | bool) or len(str(item)) > 256:
-            raise RequestError(f"tags: value of {_show(key)} must be a string of at most 256 characters")
+        problem = tag_problem(key, item)
+        if problem:
+            raise RequestError(f"tags: {problem}")
         tags[key] = str(item)
     return tags
 

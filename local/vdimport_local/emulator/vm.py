@@ -12,7 +12,9 @@ environment (PATH, HOME, USER=ocarun, LANG=C.UTF-8). Nothing from a command is e
 into a shell line: scripts are files, device names are arguments of a fixed wrapper.
 Inside, ``/dev/oracleoci`` is a private tmpfs holding ``oraclevdX`` links to each attached
 volume, and ``oraclevdX1..16`` links to its partitions as OCI's udev rules make them.
-A ``cloud-init`` shim answers ``cloud-init status --wait`` with ``status: done``.
+A ``cloud-init`` shim answers ``cloud-init status --wait`` with ``status: done``, and the
+files the instance's cloud-config writes under ``/etc`` are there (``cloudinit.py``: an
+overlay of the machine's ``/etc``, mounts under it kept), as on a VM that booted with them.
 
 ``device_mode``: ``loop`` attaches each volume's sparse file as a loop device for the
 length of one command (``losetup`` + ``partx -a``; torn down with ``partx -d`` then
@@ -59,6 +61,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from . import ids
+from .cloudinit import etc_overlay
 from .services.compute import INSTANCE, attached_volumes, instance_home, instance_var_tmp
 from .services.instanceagent import COMMAND, EXECUTION, TERMINAL
 from .store import Resource
@@ -72,6 +75,8 @@ PLUGIN = "Compute Instance Run Command"
 TEXT_OUTPUT_LIMIT = 1024  # OCI keeps the last 1 KB of the output as text
 MAX_SOURCE_BYTES = 16 << 20  # a script fetched from Object Storage
 POLL_SECONDS = 0.05
+PUBLISH_ATTEMPTS = 6  # an output PUT through a PAR, retried on RETRIED_STATUSES
+RETRIED_STATUSES = (429, 500, 502, 503, 504)
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOST_DEVICE_DIR = Path("/dev/oracleoci")
 DEVICE_PATH = re.compile(r"^/dev/oracleoci/(oraclevd[a-z]{1,2})$")
@@ -79,14 +84,25 @@ DEVICE_PATH = re.compile(r"^/dev/oracleoci/(oraclevd[a-z]{1,2})$")
 # The sandbox's PID 1: prepares /dev/oracleoci, marks itself ready, runs the script and
 # exits with its status. Fixed text; everything variable arrives as arguments.
 WRAPPER = r"""# vdimport emulator: the worker VM's view of this machine, then the command's script.
-# Arguments: READY_FILE STAGE_DIR DEV_MODE VAR_TMP SCRIPT [NAME TARGET WITH_PARTITIONS]...
+# Arguments: READY_FILE STAGE_DIR DEV_MODE VAR_TMP ETC SCRIPT [NAME TARGET WITH_PARTITIONS]...
 # VAR_TMP: the instance's own /var/tmp (its boot volume's), gone with the instance.
+# ETC: "-", or a directory with upper/ and work/: cloud-init's files over this machine's /etc.
 # DEV_MODE tmpfs: a tmpfs over the host's (empty) /dev/oracleoci; rebuild: no /dev/oracleoci
 # on this machine and no right to make one, so /dev itself is rebuilt on a tmpfs.
 set -eu
-ready=$1 stage=$2 dev_mode=$3 var_tmp=$4 script=$5
-shift 5
+ready=$1 stage=$2 dev_mode=$3 var_tmp=$4 etc=$5 script=$6
+shift 6
 mount --bind -- "$var_tmp" /var/tmp
+if [ "$etc" != - ]; then
+    mkdir -p -- "$etc/host"
+    mount --rbind /etc "$etc/host"
+    submounts=$(findmnt -rno TARGET | grep '^/etc/' || true)
+    if mount -t overlay vdimport-etc -o "lowerdir=/etc,upperdir=$etc/upper,workdir=$etc/work" /etc; then
+        for m in $submounts; do [ ! -e "$m" ] || mount --bind -- "$etc/host$m" "$m"; done
+    else
+        echo "vdimport emulator: cloud-init's files under /etc are not in this VM (no overlay mount)" >&2
+    fi
+fi
 if [ "$dev_mode" = tmpfs ]; then
     mount -t tmpfs -o mode=0755,size=1m oracleoci /dev/oracleoci
 else
@@ -600,7 +616,7 @@ class WorkerVMs:
                 with urllib.request.urlopen(uri, timeout=60) as response:  # noqa: S310 - http(s) only, checked above
                     data = bytes(response.read(MAX_SOURCE_BYTES + 1))
             except (urllib.error.URLError, OSError, ValueError) as exc:
-                raise AgentError(f"GET {uri}: {exc}") from None
+                raise AgentError(f"GET {_shown(uri)}: {exc}") from None
         else:
             data = self._object_storage_get(source["namespaceName"], source["bucketName"], source["objectName"])
         if len(data) > MAX_SOURCE_BYTES:
@@ -610,7 +626,14 @@ class WorkerVMs:
     def _publish(self, output: dict[str, Any], path: Path) -> None:
         size = path.stat().st_size if path.exists() else 0
         if output["outputType"] == "OBJECT_STORAGE_URI":
-            uri = _http_url(str(output["outputUri"]))
+            self._put_to_par(_http_url(str(output["outputUri"])), path, size)
+        else:
+            self._object_storage_put(output["namespaceName"], output["bucketName"], output["objectName"], path, size)
+
+    def _put_to_par(self, uri: str, path: Path, size: int) -> None:
+        """PUT the output to a PAR URL; throttling and transient 5xx are retried with back-off, as the
+        tuple target's SDK client (DEFAULT_RETRY_STRATEGY) retries them."""
+        for attempt in range(PUBLISH_ATTEMPTS):
             with _open_output(path, size) as body:
                 request = urllib.request.Request(uri, data=body, method="PUT")  # noqa: S310 - http(s) only
                 request.add_header("Content-Length", str(size))
@@ -618,12 +641,13 @@ class WorkerVMs:
                 try:
                     with urllib.request.urlopen(request, timeout=300) as response:  # noqa: S310 - the caller's URL
                         response.read()
+                    return
                 except urllib.error.HTTPError as exc:
-                    raise AgentError(f"PUT {uri}: HTTP {exc.code} {exc.read()[:300]!r}") from None
+                    if exc.code not in RETRIED_STATUSES or attempt == PUBLISH_ATTEMPTS - 1:
+                        raise AgentError(f"PUT {_shown(uri)}: HTTP {exc.code} {exc.read()[:300]!r}") from None
                 except (urllib.error.URLError, OSError, ValueError) as exc:
-                    raise AgentError(f"PUT {uri}: {exc}") from None
-        else:
-            self._object_storage_put(output["namespaceName"], output["bucketName"], output["objectName"], path, size)
+                    raise AgentError(f"PUT {_shown(uri)}: {exc}") from None
+            time.sleep(min(0.2 * 2**attempt, 5.0))
 
     def _object_storage(self) -> Any:
         import oci
@@ -689,6 +713,8 @@ class WorkerVMs:
         with store.lock:
             instance = store.find(INSTANCE, instance_id)
             home = Path(instance["_home"]) if instance and instance.get("_home") else instance_home(self.emulator.data_dir, instance_id)
+            user_data = ((instance or {}).get("metadata") or {}).get("user_data")
+        etc = etc_overlay(user_data, home.parent / "cloud-init")
         home.mkdir(parents=True, exist_ok=True)
         run_dir = self._run_dir(instance_id, command_id)
         stage = run_dir / "stage"
@@ -715,7 +741,7 @@ class WorkerVMs:
             dev_mode = "tmpfs" if HOST_DEVICE_DIR.is_dir() else "rebuild"
             var_tmp = instance_var_tmp(self.emulator.data_dir, instance_id)
             var_tmp.mkdir(mode=0o1777, parents=True, exist_ok=True)
-            argv = sandbox_command(self.root / "wrapper.sh", ready, stage, dev_mode, var_tmp, script_path, disks, map_root=not root)
+            argv = sandbox_command(self.root / "wrapper.sh", ready, stage, dev_mode, var_tmp, etc, script_path, disks, map_root=not root)
             path = [str(self.root / "bin")]
             if not root or not shutil.which("sudo", path=SYSTEM_PATH):
                 path.append(str(self.root / "sudo-shim"))
@@ -851,12 +877,20 @@ class WorkerVMs:
 
 
 def sandbox_command(
-    wrapper: Path, ready: Path, stage: Path, dev_mode: str, var_tmp: Path, script: Path, disks: list[Disk], map_root: bool
+    wrapper: Path,
+    ready: Path,
+    stage: Path,
+    dev_mode: str,
+    var_tmp: Path,
+    etc: Path | None,
+    script: Path,
+    disks: list[Disk],
+    map_root: bool,
 ) -> list[str]:
     """The command line of one script's sandbox: new mount and PID namespaces around the wrapper."""
     argv = ["unshare", *(["--map-root-user"] if map_root else [])]
     argv += ["--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--mount-proc", "--"]
-    argv += ["bash", str(wrapper), str(ready), str(stage), dev_mode, str(var_tmp), str(script)]
+    argv += ["bash", str(wrapper), str(ready), str(stage), dev_mode, str(var_tmp), str(etc or "-"), str(script)]
     for disk in disks:
         argv += [disk.name, disk.target, "1" if disk.partitions else "0"]
     return argv
@@ -878,6 +912,12 @@ def _as_agent_error(what: str) -> Iterator[None]:
 def _open_output(path: Path, size: int) -> IO[bytes]:
     """The script's output for upload; an empty body when it wrote nothing (the file may not exist)."""
     return open(path, "rb") if size else open(os.devnull, "rb")
+
+
+def _shown(uri: str) -> str:
+    """``uri`` for an execution's message: a PAR's token is a credential the caller holds, and
+    the message is readable by anyone who may read the execution."""
+    return re.sub(r"/p/[^/]+/", "/p/***/", uri)
 
 
 def _http_url(uri: str) -> str:

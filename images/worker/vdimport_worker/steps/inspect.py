@@ -64,8 +64,6 @@ def inspect_object(ctx: StepContext) -> dict[str, Any]:
         raise Rejected(f"the object is {size} bytes, the request said {req.size}")
     metadata = {k[len("opc-meta-") :]: v for k, v in headers.items() if k.lower().startswith("opc-meta-")}
     request = _with_metadata(ctx, metadata)
-    for key in request.unknown_keys:
-        log.warning("Ignoring unknown option %r (known: ad_number, volume_name, vpus_per_gb, backup_policy, ...)", key)
 
     def read(offset: int, length: int) -> bytes:
         end = offset + length - 1
@@ -96,19 +94,32 @@ def inspect_object(ctx: StepContext) -> dict[str, Any]:
         "object": {"namespace": req.namespace, "bucket": req.bucket, "name": req.object, "size": size, "etag": etag, "md5": md5},
         "source": source.to_json(),
         "plan": plan,
-        "warnings": [f"unknown option {k}" for k in request.unknown_keys],
+        "warnings": _warnings(request),
         "run_key": ctx.names.key,
     }
 
 
 def _with_metadata(ctx: StepContext, metadata: dict[str, str]) -> ImportRequest:
-    """The request with the object's own metadata under whatever the run conf gave."""
+    """The request with the object's own metadata under whatever the run conf gave; what of it
+    is no option becomes the volume's tags, and what cannot be a tag is said (not fatal)."""
     conf = dict(ctx.conf)
     conf["metadata"] = {**metadata, **(conf.get("metadata") or {})}
     try:
-        return ImportRequest.parse(conf)
+        request = ImportRequest.parse(conf)
     except RequestError as exc:
         raise Rejected(f"bad import option: {exc}") from None
+    for key in request.unknown_keys:
+        log.warning("Ignoring unknown option %r (known: ad_number, volume_name, vpus_per_gb, backup_policy, ...)", key)
+    if request.metadata_tags:
+        log.info("Metadata as tags of the volume: %s", ", ".join(sorted(request.metadata_tags)))
+    for warning in request.tag_warnings:
+        log.warning("%s", warning)
+    return request
+
+
+def _warnings(request: ImportRequest) -> list[str]:
+    """What the report says was ignored of the request."""
+    return [f"unknown option {k}" for k in request.unknown_keys] + list(request.tag_warnings)
 
 
 def _plan(ctx: StepContext, request: ImportRequest, virtual_size: int) -> dict[str, Any]:
@@ -141,7 +152,7 @@ def _plan(ctx: StepContext, request: ImportRequest, virtual_size: int) -> dict[s
         "kms_key_id": opts.kms_key_id,
         "verify": opts.verify,
         "fsck": opts.fsck,
-        "tags": opts.tags,
+        "tags": request.volume_tags,
         "keep_on_failure": opts.keep_on_failure,
     }
 

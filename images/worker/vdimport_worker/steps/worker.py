@@ -17,7 +17,12 @@ log = logging.getLogger("vdimport")
 ALIVE = ("PROVISIONING", "STARTING", "RUNNING", "STOPPING", "STOPPED")
 RUN_COMMAND_PLUGIN = "Compute Instance Run Command"
 # Oracle Linux 8/9: qemu-img and the fsck tools from the distribution; sudo for the Run
-# Command user ``ocarun`` (the agent runs scripts as that user).
+# Command user ``ocarun`` (the agent runs scripts as that user). The other files keep the
+# attached data volumes inert: they hold uploaded, possibly hostile images, and LVM or MD
+# metadata in them must never reach the worker's kernel (device-mapper tables, md arrays,
+# btrfs device scans). They are in place before any volume is attached (attach_volume runs
+# after wait_worker_ready, whose ready.sh checks them) and hence before the image is written
+# and fsck reads it; docs/security.md "Data volumes stay inert".
 CLOUD_INIT = """#cloud-config
 packages:
   - qemu-img
@@ -30,6 +35,50 @@ write_files:
     permissions: "0440"
     content: |
       ocarun ALL=(ALL) NOPASSWD:ALL
+  - path: /etc/lvm/lvmlocal.conf
+    permissions: "0644"
+    content: |
+      # vdimport: read after lvm.conf, and its settings win (lvm.conf(5), "config cascade").
+      global {
+          # lvm.conf(5) global/event_activation: 0 turns off event based autoactivation, the
+          # pvscan --cache -aay that udev runs for a new PV (lvmautoactivation(7)), so no
+          # volume group found on a data volume is ever activated.
+          event_activation = 0
+      }
+      devices {
+          # lvm.conf(5) devices/global_filter: "Devices rejected by global_filter are not
+          # opened by LVM", also by the LVM commands udev runs. Accepted: the boot volume and
+          # its partitions (the root VG of Oracle Linux images lives there), by OCI's
+          # consistent device name; rejected: everything else, so every data volume (vdimport
+          # attaches each at a device path of its own, oraclevdb and up).
+          global_filter = [ "a|^/dev/oracleoci/oraclevda[0-9]*$|", "r|.*|" ]
+      }
+  - path: /etc/mdadm.conf
+    permissions: "0644"
+    content: |
+      # vdimport: mdadm.conf(5) AUTO, "-all": auto-assembly (mdadm --incremental from udev,
+      # mdadm --assemble --scan) is disallowed for every metadata type; only arrays listed
+      # in this file would be assembled, and none is. The first AUTO line wins.
+      AUTO -all
+  - path: /etc/udev/rules.d/61-vdimport-data-disks.rules
+    permissions: "0644"
+    content: |
+      # vdimport: every disk but the boot volume (LUN 1, /dev/oracleoci/oraclevda) is an
+      # attached data volume holding an uploaded image, and its partitions with it.
+      ACTION=="remove", GOTO="vdimport_end"
+      SUBSYSTEM!="block", GOTO="vdimport_end"
+      KERNEL!="sd*", GOTO="vdimport_end"
+      ENV{ID_PATH}=="*:1", GOTO="vdimport_end"
+      # udev(7) OPTIONS "nowatch": no inotify watch, so closing the device after the image is
+      # written synthesizes no "change" event: no re-probe, no partition re-read behind us.
+      OPTIONS+="nowatch"
+      # After 60-persistent-storage.rules (its probe stays: OCI's /dev/oracleoci names are
+      # made from the ID_PATH and ID_SERIAL it sets) and before the rules that act on what the
+      # probe found: 64-md-raid-assembly.rules (mdadm --incremental on linux_raid_member,
+      # ddf, isw), 64-btrfs.rules (the kernel's btrfs device scan) and 69-dm-lvm(-metad).rules
+      # (pvscan, autoactivation on LVM2_member) all need ID_FS_TYPE; without it none runs.
+      ENV{ID_FS_TYPE}=""
+      LABEL="vdimport_end"
 """
 
 
@@ -190,6 +239,7 @@ def stale_ready(ctx: StepContext, result: dict[str, Any]) -> str | None:
 
 def terminate_worker(ctx: StepContext) -> dict[str, Any]:
     """Clean up whatever the run made, from whatever state exists: PARs, the worker, a failed volume."""
+    from ..output import remove_run_outputs
     from .volume import delete_unfinished_volumes
 
     if not ctx.has_key:
@@ -212,6 +262,10 @@ def terminate_worker(ctx: StepContext) -> dict[str, Any]:
         log.info("No worker of this run was launched")
     elif not stopping:
         log.info("The run's worker is terminated already")
+    if ctx.config.work_bucket:  # a step stopped mid-command keeps its output PAR for a retry: not needed now
+        outputs = remove_run_outputs(ctx.clients, ctx.names, ctx.config.work_bucket)
+        if outputs:
+            log.info("Deleted %d command output object(s) and PAR(s) in the work bucket %s", outputs, ctx.config.work_bucket)
     deleted, kept = delete_unfinished_volumes(ctx)
     # "terminated" names every worker of the run (all TERMINATED now), so a re-run returns the same.
     return {"terminated": sorted(i.id for i in instances), "pars_deleted": pars, "volumes_deleted": deleted, "volumes_kept": kept}
