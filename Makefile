@@ -39,8 +39,8 @@ test: setup lint typecheck ## lint, type-check and run the whole test suite
 test-fast: setup ## the test suite only
 	$(BIN)/python -m pytest -x $(PYTEST_ARGS)
 
-soak: setup ## concurrency soak: 20 uploads at once through the local stack (VDIMPORT_SOAK_COUNT), tables at the end
-	VDIMPORT_SOAK_COUNT=$${VDIMPORT_SOAK_COUNT:-20} $(BIN)/python -m pytest tests/soak -p no:cacheprovider $(PYTEST_ARGS)
+soak: setup ## concurrency soak: 20 uploads at once through the local stack (VDIMPORT_SOAK_COUNT), 8 GiB OVAs, tables at the end
+	VDIMPORT_SOAK_COUNT=$${VDIMPORT_SOAK_COUNT:-20} VDIMPORT_SOAK_LARGE=$${VDIMPORT_SOAK_LARGE:-1} $(BIN)/python -m pytest tests/soak -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: setup ## local stack up, import a sample disk image through event, function and DAG, print the report
 	$(BIN)/python -m vdimport_local.demo $(DEMO_ARGS)

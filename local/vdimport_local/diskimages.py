@@ -2,8 +2,10 @@
 
 File systems are made in plain files (``mkfs.ext4 -d`` populates ext4 from a directory,
 ``mcopy`` fills FAT, XFS is made empty) and placed at their partition offsets, so no loop
-device or mount is needed. ``convert`` produces every format vdimport imports, and
-``make_ova`` wraps a disk the way virtualisation tools export one.
+device or mount is needed. ``convert`` produces every format vdimport imports (with qemu-img,
+or in a producer's own layout: ``vmdk-vmware``, ``vhdx-hyperv``), ``make_ova`` wraps a disk in a
+minimal tar and ``make_producer_ova`` packages raw disks the way ovftool or VirtualBox export
+them (``ovapack.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ FORMATS: dict[str, tuple[str, str | None]] = {
     "vhd": ("vpc", "subformat=dynamic"),
     "vhd-fixed": ("vpc", "subformat=fixed,force_size=on"),
     "vhdx": ("vhdx", None),
+    "vhdx-hyperv": ("vhdx", None),  # dynamic VHDX as Hyper-V writes it (vhdxwriter.py), not qemu-img
     "vdi": ("vdi", None),
 }
 
@@ -72,10 +75,11 @@ def _partition_type(fs: str, table: str) -> str:
     return "b" if table == "dos" else "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"  # FAT32 / Microsoft basic data
 
 
-def build_disk(path: Path, partitions: list[Partition], table: str = "gpt") -> Path:
-    """A raw disk at ``path`` with ``table`` (gpt or dos) and the given partitions."""
+def build_disk(path: Path, partitions: list[Partition], table: str = "gpt", min_size: int = 0) -> Path:
+    """A raw disk at ``path`` with ``table`` (gpt or dos) and the given partitions; ``min_size``
+    makes it at least that large (unpartitioned space after the partitions, left sparse)."""
     first = MIB
-    total = first + sum(p.size_mib for p in partitions) * MIB + MIB
+    total = max(first + sum(p.size_mib for p in partitions) * MIB + MIB, -(-min_size // MIB) * MIB)
     with open(path, "wb") as f:
         f.truncate(total)
     layout = f"label: {table}\n" + "".join(f"size={p.size_mib}MiB, type={_partition_type(p.fs, table)}\n" for p in partitions)
@@ -99,6 +103,10 @@ def convert(raw: Path, fmt: str, out: Path) -> Path:
         from .vmdkstream import write_stream_optimized
 
         return write_stream_optimized(raw, out)
+    if fmt == "vhdx-hyperv":
+        from .vhdxwriter import write_vhdx
+
+        return write_vhdx(raw, out)
     qemu_format, options = FORMATS[fmt]
     cmd = ["qemu-img", "convert", "-f", "raw", "-O", qemu_format]
     if options:
@@ -119,6 +127,23 @@ def make_ova(disk: Path, out: Path, extra_disks: list[Path] | None = None) -> Pa
             for item in [disk, *(extra_disks or [])]:
                 tar.add(item, arcname=item.name)
     return out
+
+
+PRODUCERS = ("ovftool", "virtualbox")
+
+
+def make_producer_ova(raws: list[Path], out: Path, producer: str = "ovftool") -> Path:
+    """``raws`` exported as an OVA the way ``producer`` (ovftool or virtualbox) writes one, each disk
+    in that producer's own streamOptimized layout (``ovapack`` has the options)."""
+    from . import ovapack
+
+    if producer == "ovftool":
+        return ovapack.ovftool_ova(raws, out)
+    if producer == "virtualbox":
+        if len(raws) != 1:
+            raise ValueError("the VirtualBox packer writes one disk")
+        return ovapack.virtualbox_ova(raws[0], out)
+    raise ValueError(f"unknown OVA producer {producer}")
 
 
 def sample_files(seed: int = 0, size: int = 4 * MIB) -> dict[str, bytes]:

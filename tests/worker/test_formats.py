@@ -5,13 +5,16 @@ MBR disk (vfat, ext4 with files). Each case converts one of them with real qemu-
 uploads it, runs the whole import (a few cases at a time, like concurrent DAG runs), and checks what a user would: the volume holds exactly
 what ``qemu-img convert -O raw`` makes of the upload, the report names the right source
 format and says every partition is clean with its own file system, and nothing is left
-behind (worker terminated, no PAR, no attachment, exactly one volume).
+behind (worker terminated, no PAR, no attachment, exactly one volume). The producer cases do the
+same for images laid out the way Hyper-V, ovftool and VirtualBox write them (issue 15).
 """
 
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ from pathlib import Path
 import pytest
 from importkit import assert_nothing_leaked, concurrent_imports, new_run_id, selected_params
 
-from vdimport_local.diskimages import FORMATS, Partition, build_disk, convert, make_ova, raw_bytes, sample_files
+from vdimport_local.diskimages import FORMATS, Partition, build_disk, convert, make_ova, make_producer_ova, raw_bytes, sample_files
 from vdimport_local.emulator.client import EmulatorHandle
 from vdimport_local.pipeline import ImportOutcome
 
@@ -62,10 +65,16 @@ def disks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Disk]:
     }
 
 
+# Images in the layout a producer writes them, from its specification (issue 15): Hyper-V's dynamic
+# VHDX (vhdxwriter.py), and OVAs as ovftool and VirtualBox export them (ovapack.py), each with its
+# producer's streamOptimized VMDK. The small MBR disk keeps them quick.
+PRODUCER_FORMATS = {"vhdx-hyperv": "vhdx", "ova-ovftool": "vmdk", "ova-virtualbox": "vmdk"}  # -> qemu format
+PRODUCER_CASES = [("mbr", fmt) for fmt in PRODUCER_FORMATS]
+
 # (disk, format as diskimages names it): every format with the GPT disk, a few with MBR, and the
 # VMware-layout streamOptimized VMDK (bare and in an OVA, as vSphere exports) larger than 8 MiB.
 CASES = (
-    [("gpt", fmt) for fmt in [*FORMATS, "ova"]]
+    [("gpt", fmt) for fmt in [*FORMATS, "ova"] if fmt not in PRODUCER_FORMATS]
     + [("mbr", "qcow2-compressed"), ("mbr", "vhd-fixed"), ("mbr", "vmdk")]
     + [("big", "vmdk-vmware"), ("big", "ova")]
 )
@@ -115,11 +124,13 @@ def imports(
     jobs: dict[str, Job] = {}
     wanted = set(zip(selected_params(request, "disk_name"), selected_params(request, "fmt"), strict=True))
     with concurrent_imports(emulator) as submit:
-        for disk_name, fmt in CASES:
+        for disk_name, fmt in [*CASES, *PRODUCER_CASES]:
             if (disk_name, fmt) not in wanted:
                 continue
             raw = disks[disk_name].raw
-            if fmt == "ova":
+            if fmt.startswith("ova-"):  # the volume must hold the raw disk the producer packaged
+                image, source, source_format = make_producer_ova([raw], where / f"{disk_name}-{fmt}.ova", fmt[4:]), raw, "raw"
+            elif fmt == "ova":
                 inner_format = "vmdk-vmware" if disk_name == "big" else "vmdk-stream"  # vSphere's OVA export
                 inner = convert(raw, inner_format, where / f"{disk_name}-disk1.vmdk")
                 image, source, source_format = make_ova(inner, where / f"{disk_name}-appliance.ova"), inner, "vmdk"
@@ -153,6 +164,58 @@ def test_format_imports_exactly(
     assert source["qemu_format"] == qemu_format(fmt)
     assert source["format"] == ("vhd" if source["qemu_format"] == "vpc" else source["qemu_format"])  # the name users know
     assert source["container"] == ("ova" if fmt == "ova" else None)
+    assert source["virtual_size"] == len(expected)
+    assert report["volume_name"] == job.image.name.rsplit(".", 1)[0]
+    assert report["checks"]["verify"] == "identical"
+    fsck = [(p["number"], p["fs"], p["status"]) for p in report["checks"]["fsck"]]
+    assert fsck == [(n, fs, "clean") for n, fs in enumerate(disk.filesystems, 1)]
+    assert outcome.state["fsck_volume"]["table"] == disk.table
+
+
+def check_producer_image(image: Path, fmt: str, raw: Path, where: Path) -> None:
+    """The upload really is in the producer's layout (the generators' own tests check it in depth)."""
+    if fmt == "vhdx-hyperv":
+        data = image.read_bytes()[: 4 << 20]
+        assert data[:8] == b"vhdxfile" and "Microsoft Windows" in data[8:520].decode("utf-16-le")
+        regions = {struct.unpack_from("<Q", data, (192 << 10) + 16 + 32 * i + 16)[0] for i in range(2)}
+        assert regions == {2 << 20, 3 << 20}, "metadata at 2 MiB and the BAT at 3 MiB, as Hyper-V lays them out"
+        return
+    with tarfile.open(image) as tar:
+        names = tar.getnames()
+        disk_name = next(n for n in names if n.endswith(".vmdk"))
+        member = where / f"{image.stem}-{disk_name}"
+        handle = tar.extractfile(disk_name)
+        assert handle is not None
+        member.write_bytes(handle.read())
+    stem = image.stem
+    if fmt == "ova-ovftool":
+        assert names == [f"{stem}.ovf", f"{stem}.mf", f"{stem}-disk1.vmdk"]
+    else:
+        assert names == [f"{stem}.ovf", f"{stem}-disk001.vmdk", f"{stem}.mf"]
+    assert member.read_bytes()[56:64] == b"\xff" * 8, "both producers' headers defer to the footer (GD_AT_END)"
+    assert raw_bytes(member, "vmdk") == raw.read_bytes(), "test setup: the packaged VMDK does not hold the disk"
+
+
+@pytest.mark.parametrize(("disk_name", "fmt"), PRODUCER_CASES, ids=[f"{d}-{f}" for d, f in PRODUCER_CASES])
+def test_producer_image_imports_exactly(
+    emulator: EmulatorHandle, imports: dict[str, Job], disks: dict[str, Disk], disk_name: str, fmt: str, tmp_path: Path
+) -> None:
+    """User-visible, for an image made the way Hyper-V, ovftool or VirtualBox makes it: the volume
+    equals the disk byte for byte, the report names the format (and the OVA), fsck is clean per
+    partition, and nothing but the volume remains."""
+    disk, job = disks[disk_name], imports[f"{disk_name}-{fmt}"]
+    check_producer_image(job.image, fmt, disk.raw, tmp_path)
+    expected = raw_bytes(job.raw_source, job.raw_format)
+    assert expected.startswith(disk.raw.read_bytes()), "test setup: the conversion changed the disk"
+
+    outcome = job.outcome.result(timeout=IMPORT_TIMEOUT)
+
+    assert outcome.succeeded, f"{outcome.failed_step}: {outcome.error}"
+    assert_nothing_leaked(emulator, outcome, expected)
+    report = outcome.report or {}
+    source = report["source"]
+    assert (source["qemu_format"], source["format"]) == (PRODUCER_FORMATS[fmt], PRODUCER_FORMATS[fmt])
+    assert source["container"] == ("ova" if fmt.startswith("ova-") else None)
     assert source["virtual_size"] == len(expected)
     assert report["volume_name"] == job.image.name.rsplit(".", 1)[0]
     assert report["checks"]["verify"] == "identical"

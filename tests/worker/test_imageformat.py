@@ -55,7 +55,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # --- detection of every supported format -------------------------------------------------------
 DETECTED = {"raw": "raw", "qcow2": "qcow2", "qcow2-compressed": "qcow2", "vmdk": "vmdk", "vmdk-stream": "vmdk", "vmdk-vmware": "vmdk"}
-DETECTED |= {"vhd": "vpc", "vhd-fixed": "vpc", "vhdx": "vhdx", "vdi": "vdi"}
+DETECTED |= {"vhd": "vpc", "vhd-fixed": "vpc", "vhdx": "vhdx", "vhdx-hyperv": "vhdx", "vdi": "vdi"}
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
