@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hostilekit import luks_qcow2
 from test_imageformat import inspect_bytes, qemu_img, refused
 
 from vdimport_local.diskimages import convert
@@ -118,11 +119,7 @@ def test_capacity_zero_would_open_the_descriptor_as_a_descriptor_file(small_disk
 
 # --- qcow2 --------------------------------------------------------------------------------------
 def test_encrypted_qcow2_is_refused_before_any_vm(small_disk: Path, work: Path) -> None:
-    luks = work / "luks.qcow2"
-    qemu_img(
-        "create", "-q", "--object", "secret,id=sec0,data=hunter2", "-f", "qcow2",
-        "-o", "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=200", str(luks), "8M",
-    )  # fmt: skip
+    luks = luks_qcow2(work / "luks.qcow2")
     assert refused(luks.read_bytes()) == (
         "unsupported qcow2 image: the qcow2 image is encrypted (LUKS); decrypt it first (qemu-img convert with its key)"
     )
@@ -308,3 +305,14 @@ def test_a_damaged_tar_header_checksum_is_refused(small_disk: Path, work: Path) 
     data = bytearray(ova([("vm.ovf", b"<Envelope/>"), ("disk.raw", small_disk.read_bytes())]))
     data[1024 + 10] ^= 0x01  # a byte of the second member's name: its checksum no longer holds
     assert refused(bytes(data)) == "malformed ova: the tar header at byte 1024 is damaged"
+
+
+def test_a_4kn_vhdx_is_refused_before_any_vm(small_disk: Path, work: Path) -> None:
+    """4 KiB logical sectors are valid MS-VHDX, but qemu's vhdx driver reads only 512-byte ones:
+    refused in the pod, rather than after a VM was paid for."""
+    from vdimport_local.vhdxwriter import write_vhdx
+
+    image = write_vhdx(small_disk, work / "4kn.vhdx", logical_sector=4096)
+    assert not qemu_reads(image, "vhdx"), "test setup: this qemu-img reads 4Kn VHDX now; accept them"
+    assert "4096-byte logical sectors, which qemu-img cannot read" in refused(image.read_bytes())
+    assert inspect_bytes(write_vhdx(small_disk, work / "512e.vhdx").read_bytes()).format == "vhdx"

@@ -267,6 +267,11 @@ def check_vhdx(read: ReadRange, offset: int, length: int) -> int:
     (physical,) = struct.unpack("<I", items[ITEM_PHYSICAL_SECTOR])
     if logical not in (512, 4096) or physical not in (512, 4096):
         raise Malformed(f"the VHDX sector sizes ({logical}/{physical}) are not 512 or 4096 bytes")
+    if logical != 512:  # qemu's vhdx driver: "only supports 512 byte sector sizes" (ENOTSUP)
+        raise Unsupported(
+            "the VHDX has 4096-byte logical sectors, which qemu-img cannot read; "
+            "convert it to a 512-byte-sector VHDX or to VHD/raw first (Hyper-V Convert-VHD, or qemu-img on a 512e copy)"
+        )
     if size == 0 or size > MAX_VHDX_SIZE or size % logical:
         raise Malformed(f"the VHDX virtual size {size} is not a positive multiple of its {logical}-byte sectors up to 64 TiB")
     return int(size)

@@ -42,7 +42,8 @@ REFUSED = {
     b"K": "a GNU long link name",
 }
 DIGESTS = {"SHA1": "sha1", "SHA256": "sha256", "SHA512": "sha512"}
-_MANIFEST_LINE = re.compile(r"(SHA1|SHA256|SHA512)\((.+)\)\s*=\s*([0-9A-Fa-f]+)")
+# ovftool writes "SHA256(f)= hex", VirtualBox (IPRT RTManifestWriteStandard) "SHA1 (f) = hex".
+_MANIFEST_LINE = re.compile(r"(SHA1|SHA256|SHA512)\s*\((.+)\)\s*=\s*([0-9A-Fa-f]+)")
 
 
 class OvaError(ValueError):

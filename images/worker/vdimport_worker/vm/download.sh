@@ -49,6 +49,7 @@ info=$(prlimit --as=1073741824 --cpu=30 qemu-img info -f "$FORMAT" --output=json
 # Missing clusters read as zeros: catch truncation (rc 3 = leaks only); skip images naming files.
 case $FORMAT:$info in
 *'"backing-filename"'* | *'"data-file"'*) ;;
+*'"encrypted": true'*) reject "the $FORMAT image is encrypted; decrypt it before importing" ;;
 qcow2:* | vmdk:* | vhdx:* | vdi:*)
     out=$(prlimit --as=2147483648 --cpu=300 qemu-img check -f "$FORMAT" "$IMG" 2>&1) && rc=0 || rc=$?
     [ $rc -eq 0 ] || [ $rc -eq 3 ] || reject "the $FORMAT image is damaged or truncated (qemu-img check): $(why "$out")" ;;

@@ -9,7 +9,7 @@ mapfile -t parts < <(lsblk -lnpo NAME,TYPE "$dev" 2>/dev/null | awk '$2 == "part
 entries=""
 for p in "${parts[@]}"; do
     n=${p##*[!0-9]}; [ "$p" = "$dev" ] && n=0
-    fs=$(sudo blkid -p -o value -s TYPE "$p" 2>/dev/null | tr -cd 'a-z0-9_-') || true
+    fs=$(sudo blkid -p -o value -s TYPE "$p" 2>/dev/null | tr -cd 'a-zA-Z0-9_-') || true
     rc=0
     case $fs in
     ext2 | ext3 | ext4) sudo e2fsck -fn "$p" >/dev/null 2>&1 || rc=$? ;;
