@@ -175,6 +175,7 @@ def download_script(source: Source, scratch: Path, streams: int, rate: int, floo
         "LENGTH": source.size,
         "STREAMS": streams,
         "MD5": source.md5_b64 if md5 else "",
+        "DIGEST": "",  # an OVA manifest's digest of the disk: none for a bare image
         "FORMAT": "raw",
     }
     text = build_script("download", variables)

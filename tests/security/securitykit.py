@@ -344,7 +344,7 @@ IMAGE_CASES = [
         hk.qcow2_magic_then_random,
         "magic.qcow2",
         INSPECT,
-        "unsafe qcow2 image",
+        "malformed qcow2 image",
     ),
 ]
 

@@ -153,8 +153,10 @@ def check_qcow2(head: bytes) -> None:
     if len(head) < 72:
         raise Malformed("its qcow2 header is incomplete")
     version, crypt = struct.unpack_from(">I", head, 4)[0], struct.unpack_from(">I", head, 32)[0]
+    if version == 1:
+        raise Unsupported("qcow2 version 1 is not supported (only 2 and 3); convert it with qemu-img first")
     if version not in (2, 3):
-        raise Unsupported(f"qcow2 version {version} is not supported (only 2 and 3)")
+        raise Malformed(f"its qcow2 header says version {version}, which does not exist (a damaged image)")
     if crypt:
         method = QCOW2_CRYPT.get(crypt, f"method {crypt}")
         raise Unsupported(f"the qcow2 image is encrypted ({method}); decrypt it first (qemu-img convert with its key)")
