@@ -314,8 +314,8 @@ def ova_holding(build: Builder, member: str) -> Builder:
 ova_backing_qcow2 = ova_holding(qcow2_backing, "disk1.qcow2")
 
 
-def ova_symlink_disk(host: Host, out: Path) -> Path:
-    """An OVA whose "disk" is a symbolic link to the host file."""
+def ova_symlink_member(host: Host, out: Path) -> Path:
+    """An OVA whose disk member is a symbolic link to the host's marker file."""
     ovf = out.with_name("appliance.ovf")
     ovf.write_text('<?xml version="1.0"?><Envelope/>\n')
     with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as tar:

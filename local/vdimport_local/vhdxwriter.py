@@ -28,6 +28,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from vdimport_worker.formatrules import crc32c  # CRC-32C as MS-VHDX §2.2.2 prescribes; checked against RFC 3720's vector
+
 KIB, MIB = 1 << 10, 1 << 20
 # §2.1 Layout: fixed 64 KiB structures in the first MiB.
 FILE_ID_AT, HEADER_AT, REGION_TABLE_AT = 0, (64 * KIB, 128 * KIB), (192 * KIB, 256 * KIB)
@@ -50,27 +52,6 @@ SB_BLOCK_NOT_PRESENT = 0  # §2.5.1.2: the only valid sector-bitmap state in a d
 SECTORS_PER_BITMAP = 1 << 23  # §2.4: sectors one 1 MiB sector bitmap block describes
 DEFAULT_BLOCK = 32 * MIB
 CREATOR = "Microsoft Windows 10.0.20348.0"  # assumed: the Windows version string Hyper-V puts here
-
-
-def _crc32c_table() -> list[int]:
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1  # Castagnoli polynomial, reflected (RFC 3720 §B.4)
-        table.append(c)
-    return table
-
-
-_CRC = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C, the checksum MS-VHDX §2.2.2 and §2.2.3.1 prescribe."""
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = _CRC[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
 
 
 def _checksummed(structure: bytearray) -> bytes:

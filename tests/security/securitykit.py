@@ -96,18 +96,6 @@ def qcow2_inside_qcow2_guest(host: Host, image: Path) -> bytes:
     return image.with_name("inner-padded.raw").read_bytes()
 
 
-def ova_symlink_member(host: Host, out: Path) -> Path:
-    """An OVA whose disk member is a symbolic link to the host's marker file."""
-    ovf = out.with_name("appliance.ovf")
-    ovf.write_text('<?xml version="1.0"?><Envelope/>\n')
-    with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as tar:
-        tar.add(ovf, arcname=ovf.name)
-        link = tarfile.TarInfo("disk1.vmdk")
-        link.type, link.linkname = tarfile.SYMTYPE, str(host.marker_file)
-        tar.addfile(link)
-    return out
-
-
 def ova_in_ova(host: Host, out: Path) -> Path:
     inner = hk.ova_two_disks(host, out.with_name("inner.ova"))
     return hk.ova_of(out, [(inner, "disk1.img")])
@@ -290,7 +278,7 @@ IMAGE_CASES = [
         "ova-symlink-member",
         "image",
         "OVA whose disk member is a symlink to the host file",
-        ova_symlink_member,
+        hk.ova_symlink_member,
         "link.ova",
         INSPECT,
         "only plain files are allowed in an OVA",

@@ -28,7 +28,7 @@ from hostilekit import (
     ova_disk_digest_mismatch,
     ova_manifest_mismatch,
     ova_parent_member,
-    ova_symlink_disk,
+    ova_symlink_member,
     ova_two_disks,
     plain_qcow2,
     qcow2_backing,
@@ -100,7 +100,7 @@ CASES = [
     Case("vmdk-capacity-zero", vmdk_capacity_zero, "zero.vmdk", "inspect_object", "capacity 0"),
     Case("vmdk-createtype-case", vmdk_create_type_case, "twotypes.vmdk", "inspect_object", "VMDK descriptor line"),
     Case("qcow2-luks", qcow2_luks, "secret.qcow2", "inspect_object", "encrypted (LUKS)"),
-    Case("ova-symlink", ova_symlink_disk, "link.ova", "inspect_object", "is a symbolic link"),
+    Case("ova-symlink", ova_symlink_member, "link.ova", "inspect_object", "is a symbolic link"),
     Case("ova-manifest-mismatch", ova_manifest_mismatch, "altered.ova", "inspect_object", "does not match its manifest"),
     Case("ova-disk-digest-mismatch", ova_disk_digest_mismatch, "altered-disk.ova", "download_image", "does not match the OVA's manifest"),
 ]
