@@ -297,6 +297,12 @@ def ova_two_disks(host: Host, out: Path) -> Path:
     return make_ova(one, out, extra_disks=[two])
 
 
+def ova_too_many_disks(host: Host, out: Path) -> Path:
+    """An OVA of 17 disks: one more than one import makes volumes for (imageformat.MAX_OVA_DISKS)."""
+    disk = convert(host.disk, "vmdk-stream", out.with_name("disk.vmdk"))
+    return ova_of(out, [(disk, f"disk{n}.vmdk") for n in range(1, 18)])
+
+
 def ova_parent_member(host: Host, out: Path) -> Path:
     disk = convert(host.disk, "vmdk-stream", out.with_name("disk1.vmdk"))
     return ova_of(out, [(disk, "../../disk1.vmdk")])

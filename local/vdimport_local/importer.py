@@ -248,6 +248,7 @@ class Importer:
             "virtual_size": None,
             "steps": [],
             "volume_path": None,
+            "volumes": [],
             "error": error,
             "airflow_url": None,
         }
@@ -271,6 +272,11 @@ class Importer:
                     source_format=report["source"]["format"],
                     virtual_size=report["source"]["virtual_size"],
                     volume_path=self.emulator.admin("GET", f"volumes/{report['volume_id']}")["path"],
+                    # every volume of the run: more than one from a multi-disk OVA
+                    volumes=[
+                        {**volume, "volume_path": self.emulator.admin("GET", f"volumes/{volume['volume_id']}")["path"]}
+                        for volume in report.get("volumes") or []
+                    ],
                     report=report,
                 )
             elif out["error"] is None:
@@ -325,19 +331,11 @@ def render_report(result: Mapping[str, Any], extra: Callable[[], list[str]] | No
     lines.append(f"result        {result['state'].upper()}")
     report = result.get("report")
     if report:
-        lines.append(f"volume        {report['volume_name']}  ({report['volume_id']})")
-        lines.append(f"size          {report['volume_size_gb']} GB at {report['vpus_per_gb']} VPUs/GB in {report['availability_domain']}")
-        src = report["source"]
-        lines.append(f"source        {src['format']}, {src['virtual_size']} bytes virtual, {src['allocated_size']} allocated")
-        lines.append(f"verify        {report['checks']['verify']}")
-        fsck = report["checks"]["fsck"]
-        for part in fsck if isinstance(fsck, list) else []:
-            lines.append(f"fsck          partition {part['number']}: {part['fs']} {part['status']}")
-        if fsck == "skipped":
-            lines.append("fsck          skipped")
+        volumes = result.get("volumes") or [{**report, "volume_path": result.get("volume_path")}]
+        for volume in volumes:
+            lines.extend(_volume_lines(volume, len(volumes) > 1))
         for warning in report.get("warnings") or []:
             lines.append(f"warning       {warning}")
-        lines.append(f"volume file   {result.get('volume_path')}")
     if result.get("error"):
         lines.append(f"error         {result['error']}")
     steps = [s for s in result.get("steps") or [] if s.get("state")]
@@ -352,6 +350,22 @@ def render_report(result: Mapping[str, Any], extra: Callable[[], list[str]] | No
         lines.append(f"in Airflow    {result['airflow_url']}")
     lines.append("==========================================================")
     return "\n".join(lines)
+
+
+def _volume_lines(volume: Mapping[str, Any], several: bool) -> list[str]:
+    src = volume["source"]
+    lines = [f"disk {volume.get('disk', 1)}        {src.get('member')}"] if several else []
+    lines.append(f"volume        {volume['volume_name']}  ({volume['volume_id']})")
+    lines.append(f"size          {volume['volume_size_gb']} GB at {volume['vpus_per_gb']} VPUs/GB in {volume['availability_domain']}")
+    lines.append(f"source        {src['format']}, {src['virtual_size']} bytes virtual, {src['allocated_size']} allocated")
+    lines.append(f"verify        {volume['checks']['verify']}")
+    fsck = volume["checks"]["fsck"]
+    for part in fsck if isinstance(fsck, list) else []:
+        lines.append(f"fsck          partition {part['number']}: {part['fs']} {part['status']}")
+    if fsck == "skipped":
+        lines.append("fsck          skipped")
+    lines.append(f"volume file   {volume.get('volume_path')}")
+    return lines
 
 
 def to_json(result: Mapping[str, Any]) -> str:

@@ -284,13 +284,13 @@ IMAGE_CASES = [
         "only plain files are allowed in an OVA",
     ),
     Case(
-        "ova-two-disks",
+        "ova-17-disks",
         "image",
-        "OVA with two disks",
-        hk.ova_two_disks,
-        "two.ova",
+        "OVA with 17 disks (one import makes at most 16 volumes)",
+        hk.ova_too_many_disks,
+        "many.ova",
         INSPECT,
-        r"holds 2 disks \(disk1.vmdk, disk2.vmdk\); import one disk per object",
+        r"holds 17 disks, more than the 16 one import makes volumes for",
     ),
     Case(
         "qcow2-1PiB", "image", "qcow2 of virtual size 1 PiB", hk.qcow2_huge, "huge.qcow2", INSPECT, "larger than the largest block volume"

@@ -146,6 +146,14 @@ def assert_nothing_leaked(emu: EmulatorHandle, outcome: ImportOutcome, expected:
     on success exactly one AVAILABLE volume (the one the report names) whose first bytes
     are ``expected`` when given; on failure no volume of the run left. Returns the volume.
     """
+    volumes = assert_disks_delivered(emu, outcome, [expected])
+    return volumes[0] if volumes else None
+
+
+def assert_disks_delivered(emu: EmulatorHandle, outcome: ImportOutcome, expected: list[bytes | None]) -> list[dict[str, Any]]:
+    """:func:`assert_nothing_leaked` for an import of ``len(expected)`` disks: on success exactly
+    that many AVAILABLE volumes, the ones the report lists in disk order, disk N's volume
+    starting with ``expected[N-1]``. Returns the volumes in disk order (none on failure)."""
     run_id = outcome.run_id
     instances = run_resources(emu, run_id, "instance")
     alive = [(i["id"], i["lifecycleState"]) for i in instances if i["lifecycleState"] != "TERMINATED"]
@@ -165,18 +173,23 @@ def assert_nothing_leaked(emu: EmulatorHandle, outcome: ImportOutcome, expected:
     volumes = [v for v in all_volumes if v["lifecycleState"] not in GONE_VOLUME]
     if not outcome.succeeded:
         assert not volumes, f"failed import ({outcome.failed_step}: {outcome.error}) left volumes: {[v['id'] for v in volumes]}"
-        return None
-    assert len(volumes) == 1, f"expected exactly one volume, found {[(v['id'], v['lifecycleState']) for v in volumes]}"
-    volume = volumes[0]
-    assert volume["lifecycleState"] == "AVAILABLE", volume["lifecycleState"]
+        return []
+    wanted = "exactly one volume" if len(expected) == 1 else f"exactly {len(expected)} volumes"
+    assert len(volumes) == len(expected), f"expected {wanted}, found {[(v['id'], v['lifecycleState']) for v in volumes]}"
     report = outcome.report or {}
-    assert report.get("volume_id") == volume["id"], "the report names another volume than the one the run made"
-    if expected is not None:
-        path = volume_path(emu, volume["id"])
-        assert path.stat().st_size >= len(expected), f"the volume ({path.stat().st_size} bytes) is smaller than the image"
-        differs = first_difference(path, expected)
-        assert differs is None, f"the volume differs from the image's raw content at byte {differs} (of {len(expected)})"
-    return volume
+    assert report.get("volume_id") in {v["id"] for v in volumes}, "the report names another volume than the one the run made"
+    listed = [v["volume_id"] for v in report.get("volumes") or [{"volume_id": report.get("volume_id")}]]
+    assert sorted(listed) == sorted(v["id"] for v in volumes), "the report lists other volumes than the run made"
+    by_id = {v["id"]: v for v in volumes}
+    ordered = [by_id[volume_id] for volume_id in listed]
+    for disk, (volume, content) in enumerate(zip(ordered, expected, strict=True), 1):
+        assert volume["lifecycleState"] == "AVAILABLE", volume["lifecycleState"]
+        if content is not None:
+            path = volume_path(emu, volume["id"])
+            assert path.stat().st_size >= len(content), f"disk {disk}: the volume ({path.stat().st_size} bytes) is smaller than the image"
+            differs = first_difference(path, content)
+            assert differs is None, f"disk {disk}: the volume differs from the image's raw content at byte {differs} (of {len(content)})"
+    return ordered
 
 
 def assert_no_volume_made(emu: EmulatorHandle, run_id: str) -> None:

@@ -6,7 +6,8 @@ uploads it, runs the whole import (a few cases at a time, like concurrent DAG ru
 what ``qemu-img convert -O raw`` makes of the upload, the report names the right source
 format and says every partition is clean with its own file system, and nothing is left
 behind (worker terminated, no PAR, no attachment, exactly one volume). The producer cases do the
-same for images laid out the way Hyper-V, ovftool and VirtualBox write them (issue 15).
+same for images laid out the way Hyper-V, ovftool and VirtualBox write them (issue 15), and for
+an ovftool export of a VM with a data disk: one volume per disk, in one run.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from importkit import assert_nothing_leaked, concurrent_imports, new_run_id, selected_params
+from importkit import assert_disks_delivered, assert_nothing_leaked, concurrent_imports, new_run_id, selected_params
 
 from vdimport_local.diskimages import FORMATS, Partition, build_disk, convert, make_ova, make_producer_ova, raw_bytes, sample_files
 from vdimport_local.emulator.client import EmulatorHandle
@@ -70,6 +71,8 @@ def disks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Disk]:
 # producer's streamOptimized VMDK. The small MBR disk keeps them quick.
 PRODUCER_FORMATS = {"vhdx-hyperv": "vhdx", "ova-ovftool": "vmdk", "ova-virtualbox": "vmdk"}  # -> qemu format
 PRODUCER_CASES = [("mbr", fmt) for fmt in PRODUCER_FORMATS]
+# A VM with a data disk, as ovftool exports it: two different disks (the second past 8 MiB).
+MULTI_DISK_CASES = [("mbr+big", "ova-ovftool")]
 
 # (disk, format as diskimages names it): every format with the GPT disk, a few with MBR, and the
 # VMware-layout streamOptimized VMDK (bare and in an OVA, as vSphere exports) larger than 8 MiB.
@@ -113,6 +116,7 @@ class Job:
     raw_source: Path  # the file whose ``qemu-img convert -O raw`` the volume must equal
     raw_format: str
     outcome: Future[ImportOutcome]
+    raw_disks: tuple[Path, ...] = ()  # a multi-disk OVA: what each disk's volume must hold
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +128,14 @@ def imports(
     jobs: dict[str, Job] = {}
     wanted = set(zip(selected_params(request, "disk_name"), selected_params(request, "fmt"), strict=True))
     with concurrent_imports(emulator) as submit:
-        for disk_name, fmt in [*CASES, *PRODUCER_CASES]:
+        for disk_name, fmt in [*CASES, *PRODUCER_CASES, *MULTI_DISK_CASES]:
             if (disk_name, fmt) not in wanted:
+                continue
+            if "+" in disk_name:
+                raws = tuple(disks[name].raw for name in disk_name.split("+"))
+                image = make_producer_ova(list(raws), where / f"vm-{len(raws)}-disks.ova", fmt[4:])
+                future = submit(image, f"formats/{image.name}", run_id=new_run_id(f"format-{len(raws)}-disks"))
+                jobs[f"{disk_name}-{fmt}"] = Job(image, raws[0], "raw", future, raws)
                 continue
             raw = disks[disk_name].raw
             if fmt.startswith("ova-"):  # the volume must hold the raw disk the producer packaged
@@ -222,3 +232,39 @@ def test_producer_image_imports_exactly(
     fsck = [(p["number"], p["fs"], p["status"]) for p in report["checks"]["fsck"]]
     assert fsck == [(n, fs, "clean") for n, fs in enumerate(disk.filesystems, 1)]
     assert outcome.state["fsck_volume"]["table"] == disk.table
+
+
+@pytest.mark.parametrize(("disk_name", "fmt"), MULTI_DISK_CASES, ids=[f"{d}-{f}" for d, f in MULTI_DISK_CASES])
+def test_multi_disk_ova_imports_every_disk(
+    emulator: EmulatorHandle, imports: dict[str, Job], disks: dict[str, Disk], disk_name: str, fmt: str
+) -> None:
+    """User-visible, for a VM with a data disk: one run makes one volume per disk, named
+    ``<ova>-disk1``, ``-disk2`` in archive order, each equal to its own disk byte for byte, each
+    fsck'd and verified, all listed in the report; nothing else remains."""
+    job = imports[f"{disk_name}-{fmt}"]
+    with tarfile.open(job.image) as tar:
+        assert [n for n in tar.getnames() if n.endswith(".vmdk")] == ["vm-2-disks-disk1.vmdk", "vm-2-disks-disk2.vmdk"]
+    base = [disks[name] for name in disk_name.split("+")]
+
+    outcome = job.outcome.result(timeout=IMPORT_TIMEOUT)
+
+    assert outcome.succeeded, f"{outcome.failed_step}: {outcome.error}"
+    assert_disks_delivered(emulator, outcome, [raw.read_bytes() for raw in job.raw_disks])
+    report = outcome.report or {}
+    volumes = report["volumes"]
+    assert [(v["disk"], v["volume_name"], v["source"]["member"]) for v in volumes] == [
+        (1, "vm-2-disks-disk1", "vm-2-disks-disk1.vmdk"),
+        (2, "vm-2-disks-disk2", "vm-2-disks-disk2.vmdk"),
+    ]
+    for volume, disk, raw in zip(volumes, base, job.raw_disks, strict=True):
+        assert volume["source"]["virtual_size"] == raw.stat().st_size
+        assert volume["checks"]["verify"] == "identical"
+        fsck = [(p["number"], p["fs"], p["status"]) for p in volume["checks"]["fsck"]]
+        assert fsck == [(n, fs, "clean") for n, fs in enumerate(disk.filesystems, 1)]
+    tags = {
+        v["id"]: v["freeformTags"].get("vdimport-disk")
+        for v in emulator.resources("volume")
+        if v["id"] in {x["volume_id"] for x in volumes}
+    }
+    assert sorted(tags.values()) == ["1", "2"]
+    assert outcome.state["fsck_volume"]["disks"]["2"]["table"] == "gpt"

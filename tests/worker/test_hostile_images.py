@@ -29,7 +29,7 @@ from hostilekit import (
     ova_manifest_mismatch,
     ova_parent_member,
     ova_symlink_member,
-    ova_two_disks,
+    ova_too_many_disks,
     plain_qcow2,
     qcow2_backing,
     qcow2_data_file,
@@ -92,7 +92,7 @@ CASES = [
     Case("random-bytes", random_bytes, "random.qcow2", "inspect_object", "not a recognised disk image"),
     Case("text-file", text_file, "notes.vmdk", "inspect_object", "not a recognised disk image"),
     Case("empty-object", empty, "empty.qcow2", "inspect_object", "the object is empty"),
-    Case("ova-two-disks", ova_two_disks, "two.ova", "inspect_object", "holds 2 disks"),
+    Case("ova-17-disks", ova_too_many_disks, "many.ova", "inspect_object", "holds 17 disks, more than the 16"),
     Case("ova-parent-member", ova_parent_member, "escape.ova", "inspect_object", "points outside the archive"),
     Case("ova-qcow2-backing", ova_backing_qcow2, "backing.ova", "inspect_object", "backing file"),
     # What only qemu-img on the worker caught before (issue 15): now refused before any VM.

@@ -1,6 +1,6 @@
 """Unit tests of the image inspection: format detection, the safety checks, qemu-img's view.
 
-``inspect_source`` gets the object only through ranged reads; here they read a local file
+``inspect_sources`` gets the object only through ranged reads; here they read a local file
 made by real qemu-img (or crafted bytes where qemu-img cannot make the hostile thing).
 Each refusal must be an ``UnsafeImage`` whose message is the one line a user reads.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from vdimport_local.diskimages import FORMATS, convert, make_ova
-from vdimport_worker.imageformat import MAX_VIRTUAL_SIZE, SourceImage, UnsafeImage, check_qemu_info, inspect_source
+from vdimport_worker.imageformat import MAX_VIRTUAL_SIZE, SourceImage, UnsafeImage, check_qemu_info, inspect_sources
 
 MIB = 1 << 20
 
@@ -28,7 +28,8 @@ def inspect_bytes(data: bytes, declared: str | None = None, size: int | None = N
     def read(offset: int, length: int) -> bytes:
         return data[offset : offset + length]
 
-    return inspect_source(read, len(data) if size is None else size, declared)
+    (image,) = inspect_sources(read, len(data) if size is None else size, declared)
+    return image
 
 
 def inspect_file(path: Path, declared: str | None = None) -> SourceImage:
@@ -36,7 +37,7 @@ def inspect_file(path: Path, declared: str | None = None) -> SourceImage:
 
 
 def refused(data: bytes, declared: str | None = None, size: int | None = None) -> str:
-    """The one-line cause inspect_source gives for ``data`` (fails the test if it accepts it)."""
+    """The one-line cause inspect_sources gives for ``data`` (fails the test if it accepts it)."""
     with pytest.raises(UnsafeImage) as caught:
         inspect_bytes(data, declared, size)
     message = str(caught.value)
@@ -135,11 +136,11 @@ def test_ova_with_a_long_member_name(small_disk: Path, work: Path) -> None:
         ),
         ([("x.ovf", tarfile.REGTYPE), ("notes.txt", tarfile.REGTYPE)], "ova: the archive holds no disk image (.vmdk, .vhd, .qcow2, ...)"),
         (
-            [("a.vmdk", tarfile.REGTYPE), ("b.vmdk", tarfile.REGTYPE)],
-            "ova: the archive holds 2 disks (a.vmdk, b.vmdk); import one disk per object",
+            [(f"disk{n}.vmdk", tarfile.REGTYPE) for n in range(17)],
+            "ova: the archive holds 17 disks, more than the 16 one import makes volumes for",
         ),
     ],
-    ids=["parent-dir", "absolute", "symlink", "device", "no-disk", "two-disks"],
+    ids=["parent-dir", "absolute", "symlink", "device", "no-disk", "17-disks"],
 )
 def test_ova_members_are_checked(small_disk: Path, work: Path, members: list[tuple[str, bytes]], cause: str) -> None:
     disk = convert(small_disk, "vmdk-stream", work / "ova-member.vmdk").read_bytes()

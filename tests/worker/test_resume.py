@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import oci
-from importkit import Importer, assert_nothing_leaked, new_run_id, run_resources
+from importkit import Importer, assert_disks_delivered, assert_nothing_leaked, new_run_id, run_resources
 
+from vdimport_local.diskimages import Partition, build_disk, make_producer_ova
 from vdimport_local.emulator.client import EmulatorHandle
 from vdimport_local.pipeline import STEP_ORDER, run_step_in_process, step_environment
 from vdimport_worker.naming import DAG_RUN_TAG, RUN_TAG, is_run_key
@@ -147,3 +148,64 @@ def test_resources_carry_the_key_and_the_dag_run_id(emu: EmulatorHandle, importe
         [resource] = run_resources(emu, outcome.run_id, kind)
         assert resource["freeformTags"][RUN_TAG] == key and resource["freeformTags"][DAG_RUN_TAG] == outcome.run_id
         assert resource["displayName"].startswith(f"vdimport-{key}") or kind == "volume"
+
+
+def _two_disk_ova(small_disk: Path, where: Path) -> tuple[Path, list[bytes]]:
+    """A VM with a data disk as ovftool exports it, and what each disk's volume must hold."""
+    data_disk = build_disk(where / "data.raw", [Partition("vfat", 40, {"DATA.TXT": b"the data disk\r\n"})], table="dos")
+    raws = [small_disk, data_disk]
+    return make_producer_ova(raws, where / "vm.ova", "ovftool"), [raw.read_bytes() for raw in raws]
+
+
+def test_a_multi_disk_import_survives_a_failure_on_its_second_disk(
+    emu: EmulatorHandle, importer: Importer, small_disk: Path, tmp_path: Path
+) -> None:
+    """The write of disk 2 fails and the cleanup removes the worker and both unfinished volumes;
+    a Clear from launch_worker makes one new volume per disk and delivers both, byte-exact."""
+    ova, expected = _two_disk_ova(small_disk, tmp_path)
+    run_id = new_run_id("resume-disks")
+    emu.fault("RunCommand", action="fail", nth=5)  # ready, download disk 1 and 2, write disk 1 and 2
+    failed = importer.run(ova, "resume/vm.ova", run_id=run_id)
+    assert (failed.failed_step, len(failed.state["inspect_object"]["disks"])) == ("write_image", 2), failed.error
+    emu.clear_faults()
+    assert_disks_delivered(emu, failed, expected)  # nothing left: no worker, no PAR, no volume
+    env = step_environment(emu)
+    request = _request_of(failed)
+    state = dict(failed.state)
+    state.pop("terminate_worker", None)
+    for step in ("launch_worker", *STEP_ORDER[STEP_ORDER.index("write_image") :]):
+        run = run_step_in_process(step, run_id, request, state, env)
+        assert run.exit_code == 0, (step, run.output[-3000:])
+        state[step] = run.result or {}
+    refreshed = state["write_image"]["refreshed"]
+    assert set(refreshed["create_volume"]["disks"]) == {"1", "2"}
+    volumes = run_resources(emu, run_id, "volume")
+    assert sorted(v["lifecycleState"] for v in volumes) == ["AVAILABLE", "AVAILABLE", "TERMINATED", "TERMINATED"]
+    delivered = [v["volume_id"] for v in state["report"]["volumes"]]
+    for volume_id, content in zip(delivered, expected, strict=True):
+        with open(emu.admin("GET", f"volumes/{volume_id}")["path"], "rb") as f:
+            assert f.read(len(content)) == content
+    assert [v["volume_name"] for v in state["report"]["volumes"]] == ["vm-disk1", "vm-disk2"]
+
+
+def test_a_delivered_multi_disk_import_is_final(emu: EmulatorHandle, importer: Importer, small_disk: Path, tmp_path: Path) -> None:
+    """Every disk's volume is final once delivered: a re-run of any step changes nothing."""
+    ova, expected = _two_disk_ova(small_disk, tmp_path)
+    outcome = importer.run(ova, "resume/delivered-vm.ova")
+    assert outcome.succeeded, outcome.error
+    volumes = assert_disks_delivered(emu, outcome, expected)
+    env = step_environment(emu)
+    since = len(emu.calls())
+    for step in (*DATA_PATH, "tune_volume", "assign_backup_policy", "report"):
+        run = run_step_in_process(step, outcome.run_id, _request_of(outcome), outcome.state, env)
+        assert run.exit_code == 0, (step, run.output[-2000:])
+        result = run.result or {}
+        if step in ("launch_worker", "wait_worker_ready"):
+            assert result["delivered"] is True
+        elif step in DATA_PATH:
+            assert {disk: part["volume_id"] for disk, part in result["disks"].items() if part["delivered"]} == {
+                "1": volumes[0]["id"],
+                "2": volumes[1]["id"],
+            }
+    changing = [c["operation"] for c in emu.calls()[since:] if not c["operation"].startswith(("Get", "List", "Head"))]
+    assert changing == [], f"a re-run of a delivered import changed things: {changing}"

@@ -31,6 +31,7 @@ import oci
 
 from .config import ConfigError, WorkerConfig
 from .context import Rejected, StepContext, StepError
+from .disks import PER_DISK, each_disk
 from .remote import RemoteError
 from .request import ImportRequest, RequestError
 from .steps import CLEANUP_STEP, DATA_PATH, MAINTENANCE, STEP_NAMES, STEPS
@@ -158,19 +159,24 @@ def _run_step(step: str, ctx: StepContext) -> dict[str, Any]:
         log.info("Step %s of run %s (resources named %s-*)", step, ctx.run_id, ctx.names.prefix)
     else:
         log.info("Step %s of run %s", step, ctx.run_id)
-    delivered = ctx.delivered_volume() if step in DATA_PATH and ctx.has_key else None
-    if delivered is not None:
-        log.info(
-            "Already delivered: volume %s (%s) is verified and detached; %s has nothing to do", delivered.id, delivered.display_name, step
-        )
-        result: dict[str, Any] = {"delivered": True, "volume_id": delivered.id}
+    if step in PER_DISK and ctx.has_key and ctx.disk_count > 1:
+        result = each_disk(step, ctx, lambda view: _run_here(step, view))
     else:
-        result = STEPS[step](ctx)
+        result = _run_here(step, ctx)
     if ctx.has_key:
         result = {**result, "run_key": ctx.names.key}
     if ctx.refreshed:
         result["refreshed"] = ctx.refreshed
     return result
+
+
+def _run_here(step: str, ctx: StepContext) -> dict[str, Any]:
+    """The step on this context (the run's, or one disk's view), unless its volume is delivered."""
+    delivered = ctx.delivered_volume() if step in DATA_PATH and ctx.has_key else None
+    if delivered is None:
+        return STEPS[step](ctx)
+    log.info("Already delivered: volume %s (%s) is verified and detached; %s has nothing to do", delivered.id, delivered.display_name, step)
+    return {"delivered": True, "volume_id": delivered.id}
 
 
 def main() -> None:

@@ -10,6 +10,10 @@ its own result (``refreshed``) for the steps after it.
 
 **Delivered is final.** Once the run's volume is verified and detached, every step of the data
 path reports "already delivered" and touches nothing (:meth:`StepContext.delivered_volume`).
+
+**Disks.** A multi-disk OVA's per-disk steps run on one *disk view* of the context per disk
+(``disks.py``); results that a disk view ran again flow back into the run's context
+(:meth:`StepContext.absorb`), so the next disk sees the worker the previous one relaunched.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import oci
 
 from .clients import Clients
 from .config import WorkerConfig
-from .naming import RunNames, is_run_key
+from .disks import PER_DISK, disk_entries, project, with_disk
+from .naming import DISK_TAG, RunNames, is_run_key
 from .remote import WorkerShell
 from .request import ImportRequest
 
@@ -63,6 +68,7 @@ class StepContext:
     config: WorkerConfig
     clients: Clients
     refreshed: dict[str, dict[str, Any]] = field(default_factory=dict)  # earlier steps this one ran again
+    disk: int | None = None  # a disk view's disk (disks.py); None: the whole run
     _names: RunNames | None = field(default=None, init=False, repr=False)
     _fresh: set[str] = field(default_factory=set, init=False, repr=False)
     _delivered: tuple[Any, ...] | None = field(default=None, init=False, repr=False)
@@ -88,6 +94,27 @@ class StepContext:
     def adopt_key(self, key: str) -> None:
         """``inspect_object``: this is the run instance's key from now on."""
         self._names = RunNames(key, self.run_id)
+
+    # --- disks ----------------------------------------------------------------------------
+    @property
+    def disk_count(self) -> int:
+        """How many disks (and so volumes) the run imports: more than one only from an OVA."""
+        return len(disk_entries(self.state.get("inspect_object"))) or 1
+
+    def disk_view(self, disk: int) -> StepContext:
+        """This context as disk ``disk``'s part of a per-disk step sees it."""
+        view = StepContext(self.run_id, self.conf, self.request, project(self.state, disk), self.config, self.clients, disk=disk)
+        view._names = self.names.for_disk(disk)
+        view._fresh = set(self._fresh)
+        return view
+
+    def absorb(self, view: StepContext, disk: int) -> None:
+        """Take over what disk ``disk``'s view ran again, for the next disks and this step's result."""
+        for step, result in view.refreshed.items():
+            combined = with_disk(self.state.get(step), disk, result) if step in PER_DISK else result
+            self.state[step] = combined
+            self.refreshed[step] = combined
+        self._fresh |= {step for step in view._fresh if step not in PER_DISK}
 
     # --- earlier results ------------------------------------------------------------------
     def result_of(self, step: str) -> dict[str, Any]:
@@ -173,9 +200,16 @@ class StepContext:
 
     # --- delivery ---------------------------------------------------------------------------
     def delivered_volume(self) -> Any | None:
-        """The run's volume once it is verified and detached (then nothing may touch its bytes)."""
+        """The run's volume once it is verified and detached (then nothing may touch its bytes).
+
+        For the whole run of a multi-disk import: a volume only once every disk's is delivered."""
         if self._delivered is None:
             from .steps.volume import delivered_volumes
 
-            self._delivered = tuple(delivered_volumes(self))
+            volumes = delivered_volumes(self)
+            if self.disk is None and self.disk_count > 1:
+                done = {(v.freeform_tags or {}).get(DISK_TAG) for v in volumes}
+                if not all(str(disk) in done for disk in range(1, self.disk_count + 1)):
+                    volumes = []
+            self._delivered = tuple(volumes)
         return self._delivered[0] if self._delivered else None

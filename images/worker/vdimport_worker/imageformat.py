@@ -78,22 +78,14 @@ class SourceImage:
         return dict(self.__dict__)
 
 
-def inspect_source(read: ReadRange, size: int, declared: str | None = None) -> SourceImage:
-    """Find, identify and safety-check the disk image in an object of ``size`` bytes.
+def inspect_sources(read: ReadRange, size: int, declared: str | None = None) -> list[SourceImage]:
+    """Find, identify and safety-check every disk image in an object of ``size`` bytes: one, or
+    each disk of an OVA in archive order (at most MAX_OVA_DISKS).
 
-    The only outcomes are a :class:`SourceImage` or :class:`UnsafeImage` with a cause: bytes the
+    The only outcomes are :class:`SourceImage` s or :class:`UnsafeImage` with a cause: bytes the
     parsers choke on are a malformed image, never an internal error that a retry repeats. Only
     ``read``'s own errors (Object Storage unreachable, throttled) pass through as they are.
     """
-    images = inspect_sources(read, size, declared)
-    if len(images) > 1:
-        listed = ", ".join(str(image.member) for image in images[:5])
-        raise UnsafeImage(f"ova: the archive holds {len(images)} disks ({listed}); import one disk per object")
-    return images[0]
-
-
-def inspect_sources(read: ReadRange, size: int, declared: str | None = None) -> list[SourceImage]:
-    """Every disk image in the object: one, or each disk of an OVA in archive order."""
 
     def guarded(offset: int, length: int) -> bytes:
         try:

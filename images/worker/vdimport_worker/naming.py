@@ -8,7 +8,8 @@ new run with an old id gets a new key and can never adopt the earlier run's reso
 Every resource carries the freeform tags ``vdimport-run`` (the key), ``vdimport-role`` and
 ``vdimport-dag-run`` (the DAG run id, for people and for the reaper, never for ownership) and a
 display name derived from the key, so a retried step finds what an earlier attempt made, and
-cleanup finds what to remove.
+cleanup finds what to remove. The volumes of a multi-disk OVA also carry ``vdimport-disk`` (the
+disk's number in the archive): each disk's steps see only that disk's volume (``for_disk``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 RUN_TAG = "vdimport-run"
 ROLE_TAG = "vdimport-role"
 DAG_RUN_TAG = "vdimport-dag-run"
+DISK_TAG = "vdimport-disk"
 MAX_DISPLAY_NAME = 255
 MAX_TAG_VALUE = 256  # OCI freeform tag values
 KEY_BYTES = 16
@@ -63,10 +65,14 @@ def _sanitised(name: str) -> str:
 class RunNames:
     key: str
     dag_run_id: str = ""
+    disk: int | None = None  # the disk of a multi-disk OVA these names are for (None: the whole run)
 
     def __post_init__(self) -> None:
         if not is_run_key(self.key):
             raise ValueError(f"not a run key: {self.key!r}")
+
+    def for_disk(self, disk: int) -> RunNames:
+        return RunNames(self.key, self.dag_run_id, disk)
 
     @property
     def prefix(self) -> str:
@@ -80,6 +86,8 @@ class RunNames:
         tags.update({RUN_TAG: self.key, ROLE_TAG: role})
         if self.dag_run_id:
             tags[DAG_RUN_TAG] = self.dag_run_id[:MAX_TAG_VALUE]
+        if self.disk is not None and role == "volume":
+            tags[DISK_TAG] = str(self.disk)
         return tags
 
     def retry_token(self, operation: str) -> str:
@@ -87,5 +95,8 @@ class RunNames:
         return f"{self.prefix}-{operation}"[:64]
 
     def owns(self, freeform_tags: dict[str, str] | None, role: str | None = None) -> bool:
+        """Whether a resource is this run's (``role``'s); for one disk's names, a volume must be that disk's."""
         tags = freeform_tags or {}
-        return tags.get(RUN_TAG) == self.key and (role is None or tags.get(ROLE_TAG) == role)
+        if tags.get(RUN_TAG) != self.key or (role is not None and tags.get(ROLE_TAG) != role):
+            return False
+        return self.disk is None or role != "volume" or tags.get(DISK_TAG) == str(self.disk)

@@ -85,6 +85,7 @@ def download_image(ctx: StepContext) -> dict[str, Any]:
             "MD5": obj.get("md5") or "",
             "DIGEST": _manifest_digest(source),
             "FORMAT": source.format,
+            "DISK": ctx.disk or 1,
         }
         shell = ctx.shell()
         if not fits("download", variables):
@@ -142,7 +143,7 @@ def write_image(ctx: StepContext) -> dict[str, Any]:
         ctx.shell()
         .run(
             "write",
-            {"DEVICE": _device(ctx), "FORMAT": downloaded["format"], "VSIZE": downloaded["virtual_size"]},
+            {"DEVICE": _device(ctx), "FORMAT": downloaded["format"], "VSIZE": downloaded["virtual_size"], "DISK": ctx.disk or 1},
             _command_timeout(ctx),
         )
         .result
@@ -162,7 +163,7 @@ def verify_image(ctx: StepContext) -> dict[str, Any]:
     log.info("Comparing the volume with the source image (qemu-img compare)")
     ctx.shell().run(
         "verify",
-        {"DEVICE": _device(ctx), "FORMAT": downloaded["format"], "VSIZE": downloaded["virtual_size"]},
+        {"DEVICE": _device(ctx), "FORMAT": downloaded["format"], "VSIZE": downloaded["virtual_size"], "DISK": ctx.disk or 1},
         _command_timeout(ctx),
     )
     log.info("The volume holds exactly the image's content")

@@ -10,8 +10,8 @@ import oci
 
 from ..clients import list_all
 from ..context import Rejected, StepContext, StepError
-from ..imageformat import UnsafeImage, inspect_source
-from ..naming import is_run_key, new_run_key, volume_display_name
+from ..imageformat import SourceImage, UnsafeImage, inspect_sources
+from ..naming import MAX_DISPLAY_NAME, is_run_key, new_run_key, volume_display_name
 from ..request import ImportRequest, RequestError
 
 log = logging.getLogger("vdimport")
@@ -71,29 +71,30 @@ def inspect_object(ctx: StepContext) -> dict[str, Any]:
         return bytes(resp.data.content)
 
     try:
-        source = inspect_source(read, size, request.options.source_format)
+        sources = inspect_sources(read, size, request.options.source_format)
     except UnsafeImage as exc:
         raise Rejected(str(exc)) from None
-    log.info(
-        "Found a %s image%s: %d bytes, virtual size %d bytes",
-        source.format,
-        f" ({source.member} inside an ova)" if source.member else "",
-        source.length,
-        source.virtual_size,
-    )
-    plan = _plan(ctx, request, source.virtual_size)
-    log.info(
-        "Plan: volume %r of %d GB in %s, final %d VPUs/GB",
-        plan["volume_name"],
-        plan["volume_size_gb"],
-        plan["availability_domain"],
-        plan["vpus_per_gb"],
-    )
+    for number, source in enumerate(sources, 1):
+        where = f" ({source.member} inside an ova)" if source.member else ""
+        if len(sources) > 1:
+            where = f" ({source.member}, disk {number} of {len(sources)} inside an ova)"
+        log.info("Found a %s image%s: %d bytes, virtual size %d bytes", source.format, where, source.length, source.virtual_size)
+    source = sources[0]
+    plan, disks = _plan(ctx, request, sources)
+    for disk in disks or [{"volume_name": plan["volume_name"], "volume_size_gb": plan["volume_size_gb"]}]:
+        log.info(
+            "Plan: volume %r of %d GB in %s, final %d VPUs/GB",
+            disk["volume_name"],
+            disk["volume_size_gb"],
+            plan["availability_domain"],
+            plan["vpus_per_gb"],
+        )
     md5 = headers.get("content-md5") if source.offset == 0 and source.length == size and "opc-multipart-md5" not in headers else None
     return {
         "object": {"namespace": req.namespace, "bucket": req.bucket, "name": req.object, "size": size, "etag": etag, "md5": md5},
         "source": source.to_json(),
         "plan": plan,
+        **({"disks": disks} if disks else {}),
         "warnings": _warnings(request),
         "run_key": ctx.names.key,
     }
@@ -122,13 +123,32 @@ def _warnings(request: ImportRequest) -> list[str]:
     return [f"unknown option {k}" for k in request.unknown_keys] + list(request.tag_warnings)
 
 
-def _plan(ctx: StepContext, request: ImportRequest, virtual_size: int) -> dict[str, Any]:
-    opts = request.options
-    size_gb = volume_size_gb(virtual_size)
+def _volume_gb(ctx: StepContext, source: SourceImage, what: str) -> int:
+    size_gb = volume_size_gb(source.virtual_size)
     if size_gb > MAX_VOLUME_GB:
-        raise Rejected(f"the image needs {size_gb} GB, more than the largest block volume ({MAX_VOLUME_GB} GB)")
+        raise Rejected(f"{what} needs {size_gb} GB, more than the largest block volume ({MAX_VOLUME_GB} GB)")
     if size_gb > ctx.config.max_volume_gb:  # an image's header alone decides the size: the operator caps the cost
-        raise Rejected(f"the image needs a {size_gb} GB volume, more than this deployment allows ({ctx.config.max_volume_gb} GB)")
+        raise Rejected(f"{what} needs a {size_gb} GB volume, more than this deployment allows ({ctx.config.max_volume_gb} GB)")
+    return size_gb
+
+
+def _plan(ctx: StepContext, request: ImportRequest, sources: list[SourceImage]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The plan (for the first disk), and for an OVA of several disks each disk's volume:
+    ``<name>-disk1``, ``-disk2``, ... in archive order, each sized for its own disk."""
+    opts = request.options
+    name = volume_display_name(opts.volume_name, request.object)
+    disks = []
+    if len(sources) > 1:
+        for number, source in enumerate(sources, 1):
+            disks.append(
+                {
+                    "number": number,
+                    "source": source.to_json(),
+                    "volume_name": f"{name[: MAX_DISPLAY_NAME - 8]}-disk{number}",
+                    "volume_size_gb": _volume_gb(ctx, source, f"disk {number} ({source.member})"),
+                }
+            )
+    size_gb = _volume_gb(ctx, sources[0], "the image")
     compartment = opts.compartment_id or ctx.config.compartment_id
     ads = [ad.name for ad in list_all(ctx.clients.identity.list_availability_domains, ctx.clients.tenancy or compartment)]
     if not ads:
@@ -140,12 +160,12 @@ def _plan(ctx: StepContext, request: ImportRequest, virtual_size: int) -> dict[s
     else:
         # "Random" as in the seed, but stable across retries of the same run.
         ad = ads[int(hashlib.sha256(ctx.names.key.encode()).hexdigest(), 16) % len(ads)]
-    return {
+    plan = {
         "compartment_id": compartment,
         "availability_domain": ad,
         "ad_pinned": opts.ad_number is not None,
         "availability_domains": ads,
-        "volume_name": volume_display_name(opts.volume_name, request.object),
+        "volume_name": disks[0]["volume_name"] if disks else name,
         "volume_size_gb": size_gb,
         "vpus_per_gb": opts.vpus_per_gb,
         "backup_policy": opts.backup_policy,
@@ -155,6 +175,7 @@ def _plan(ctx: StepContext, request: ImportRequest, virtual_size: int) -> dict[s
         "tags": request.volume_tags,
         "keep_on_failure": opts.keep_on_failure,
     }
+    return plan, disks
 
 
 def _shown(name: str) -> str:

@@ -86,7 +86,8 @@ def create_volume(ctx: StepContext) -> dict[str, Any]:
             freeform_tags=ctx.names.tags("volume", plan.get("tags")),
         )
         log.info("Creating volume %r: %d GB at %d VPUs/GB for the write, in %s", details.display_name, details.size_in_gbs, write_vpus, ad)
-        volume = ctx.clients.blockstorage.create_volume(details, opc_retry_token=ctx.names.retry_token(f"volume-{generation}")).data
+        operation = f"volume-{generation}" if ctx.disk is None else f"volume-disk{ctx.disk}-{generation}"
+        volume = ctx.clients.blockstorage.create_volume(details, opc_retry_token=ctx.names.retry_token(operation)).data
     volume = _wait_volume(ctx, volume.id, f"volume {volume.id}")
     log.info("Volume %s is AVAILABLE", volume.id)
     return {

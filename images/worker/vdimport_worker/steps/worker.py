@@ -10,6 +10,7 @@ import oci
 
 from ..clients import list_all
 from ..context import StepContext, StepError
+from ..disks import disk_entries
 from ..waiting import wait_for_state
 
 log = logging.getLogger("vdimport")
@@ -107,8 +108,10 @@ def _worker_image(ctx: StepContext) -> str:
 
 
 def _boot_volume_gb(ctx: StepContext) -> int:
-    """Room for the OS and the downloaded image with some headroom."""
-    image_gb = -(-int(ctx.result_of("inspect_object")["source"]["length"]) // (1 << 30))
+    """Room for the OS and the downloaded image (every disk of an OVA: all are staged) with some headroom."""
+    inspected = ctx.result_of("inspect_object")
+    sources = [disk["source"] for disk in disk_entries(inspected)] or [inspected["source"]]
+    image_gb = -(-sum(int(source["length"]) for source in sources) // (1 << 30))
     return max(50, image_gb + 20)
 
 

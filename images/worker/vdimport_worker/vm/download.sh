@@ -2,10 +2,10 @@
 stamp="$ETAG:$OFFSET:$LENGTH"
 [ -n "$URL" ] || URL=$(cat "$WORK/par-url" 2>/dev/null) || fail "the PAR URL was not handed over"
 rm -f "$WORK/par-url"
-if [ "$(cat "$WORK/image.ok" 2>/dev/null)" = "$stamp" ]; then
+if [ "$(cat "$IMG.ok" 2>/dev/null)" = "$stamp" ]; then
     echo "image already downloaded"
 else
-    rm -f "$IMG" "$WORK/image.ok"
+    rm -f "$IMG" "$IMG.ok"
     free=$(df -B1 --output=avail "$WORK" | tail -1 | tr -d ' ')
     [ "$free" -gt "$LENGTH" ] || fail "the worker has $free bytes free, the image needs $LENGTH"
     truncate -s "$LENGTH" "$IMG"
@@ -40,7 +40,7 @@ else
         [ "$("${algo}sum" "$IMG" | cut -d' ' -f1)" = "${DIGEST#*:}" ] ||
             reject "the disk does not match the OVA's manifest ($algo): the archive was altered or damaged after export"
     fi
-    echo "$stamp" > "$WORK/image.ok"
+    echo "$stamp" > "$IMG.ok"
     echo "downloaded $LENGTH bytes in ${#pids[@]} streams"
 fi
 why() { { grep -iEm1 'truncat|end of (the )?file|EOF' <<<"$1" || tail -1 <<<"$1"; } | cut -c1-200; }
