@@ -90,6 +90,11 @@ def outcome_json(ti: Any, params: Mapping[str, Any] | None, dag_run: Any) -> str
     report = ti.xcom_pull(task_ids=STEP_ORDER[-1])
     if isinstance(report, dict) and report.get("volume_id"):
         outcome.update(state="succeeded", volume_id=report["volume_id"], volume_name=report.get("volume_name"))
+        volumes = report.get("volumes")
+        if isinstance(volumes, list) and len(volumes) > 1:  # a multi-disk OVA: name every volume
+            outcome["volumes"] = [
+                {"volume_id": v.get("volume_id"), "volume_name": v.get("volume_name")} for v in volumes if isinstance(v, dict)
+            ]
         return json.dumps({"outcome": outcome}, sort_keys=True)
     outcome["state"] = "failed"
     for step in STEP_ORDER:

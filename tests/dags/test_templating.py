@@ -86,3 +86,16 @@ def test_run_label_keeps_short_ids_readable_and_long_ids_distinct() -> None:
     assert run_label("manual__2026-11-25T20:08:38+00:00") == "manual__2026-11-25T20-08-38-00-00"
     base = "vdimport__" + "a" * 80
     assert run_label(base + "1") != run_label(base + "2")
+
+
+def test_outcome_names_every_volume_of_a_multi_disk_import() -> None:
+    from vdimport_dag.templating import outcome_json
+
+    volumes = [{"volume_id": f"ocid1.volume.oc1..v{n}", "volume_name": f"vm-disk{n}", "disk": n} for n in (1, 2)]
+    report = {"volume_id": "ocid1.volume.oc1..v1", "volume_name": "vm-disk1", "volumes": volumes}
+    run = types.SimpleNamespace(run_id="r1", conf={"namespace": "n", "bucket": "b", "object": "vm.ova"})
+    outcome = json.loads(outcome_json(FakeTI({"report": report}), {}, run))["outcome"]
+    assert outcome["state"] == "succeeded"
+    assert outcome["volumes"] == [{"volume_id": v["volume_id"], "volume_name": v["volume_name"]} for v in volumes]
+    single = json.loads(outcome_json(FakeTI({"report": {**report, "volumes": volumes[:1]}}), {}, run))["outcome"]
+    assert "volumes" not in single

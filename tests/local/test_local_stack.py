@@ -21,7 +21,8 @@ from stackkit import cli, stack_processes
 
 from vdimport_local import procs
 from vdimport_local.airflow import free_port
-from vdimport_local.diskimages import Partition, build_disk, convert, sample_files
+from vdimport_local.diskimages import Partition, build_disk, convert, make_producer_ova, sample_files
+from vdimport_local.importer import render_report
 from vdimport_local.pipeline import STEP_ORDER
 from vdimport_local.stack import LocalStack
 
@@ -102,6 +103,24 @@ def test_qcow2_and_vmdk_import_into_ad_2(local: Local) -> None:
 
     logs = local.run("logs", "write_image", "--run", results[1]["dag_run_id"])
     assert logs.returncode == 0 and "Step write_image of run" in logs.stdout and "progress 100%" in logs.stdout
+
+
+def test_a_vm_with_a_data_disk_imports_as_one_volume_per_disk(local: Local) -> None:
+    """An ovftool export of a VM with a data disk, through the real Airflow: one run, two volumes
+    named after the OVA and the disk, each holding its own disk, both in the printed report."""
+    data_disk = build_disk(local.workdir / "data.raw", [Partition("vfat", 16, {"DATA.TXT": b"data disk\r\n"})], table="dos")
+    ova = make_producer_ova([local.raw, data_disk], local.workdir / "app vm.ova", "ovftool")
+    code, result, stderr = local.import_json(str(ova))
+    assert code == 0 and result["state"] == "success", (result, stderr)
+    volumes = result["volumes"]
+    assert [(v["disk"], v["volume_name"]) for v in volumes] == [(1, "app-vm-disk1"), (2, "app-vm-disk2")]
+    for volume, raw in zip(volumes, (local.raw, data_disk), strict=True):
+        expected = raw.read_bytes()
+        with open(volume["volume_path"], "rb") as f:
+            assert f.read(len(expected)) == expected, f"disk {volume['disk']}: the volume does not hold the disk's bytes"
+        assert volume["checks"]["verify"] == "identical"
+    text = render_report(result)
+    assert "disk 2        app vm-disk2.vmdk" in text and f"volume        app-vm-disk2  ({volumes[1]['volume_id']})" in text
 
 
 def test_an_upload_that_is_not_a_disk_image_says_why(local: Local) -> None:

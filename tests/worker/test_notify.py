@@ -58,6 +58,16 @@ def test_success_names_the_volume_and_links_the_run(emu: EmulatorHandle, topic: 
     assert "Link:    https://airflow.example/dags/virtual_disk_import/runs/manual__2025-01-02T03%3A04%3A05%2B00%3A00\n" in body
 
 
+def test_a_multi_disk_success_names_every_volume(emu: EmulatorHandle, topic: str) -> None:
+    clients, config = setup(emu, NOTIFICATION_TOPIC_ID=topic)
+    second = VOLUME + "2"
+    assert publish_outcome(clients, config, succeeded(volumes=(("vm-disk1", VOLUME), ("vm-disk2", second)))) is True
+    [message] = emu.messages(topic)
+    body = message["body"]
+    assert body.startswith("The disk images were imported into 2 block volumes, one per disk.\n")
+    assert f"Volume:  vm-disk1\nOCID:    {VOLUME}\nVolume:  vm-disk2\nOCID:    {second}\n" in body
+
+
 def test_failure_names_the_step_and_the_cause_without_secrets(emu: EmulatorHandle, topic: str) -> None:
     clients, config = setup(emu, NOTIFICATION_TOPIC_ID=topic)
     cause = (

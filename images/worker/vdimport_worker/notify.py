@@ -72,6 +72,7 @@ class Outcome:
     failed_step: str | None = None  # the step that failed, e.g. "write_image" (failed)
     cause: str | None = None  # the one-line cause the failed step logged (failed)
     run_url: str | None = None  # a link to the run; None: built from VDIMPORT_AIRFLOW_UI_URL if set
+    volumes: tuple[tuple[str, str], ...] = ()  # (name, OCID) of every volume of a multi-disk OVA
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -131,7 +132,12 @@ def body_of(outcome: Outcome, link: str | None) -> str:
         lines += ["The disk image could not be imported.", ""]
     lines.append(f"Object:  {shown(outcome.object_name)}")
     lines.append(f"Bucket:  {shown(outcome.bucket, 300)}")
-    if outcome.state == "succeeded":
+    if outcome.state == "succeeded" and outcome.volumes:
+        lines[0] = f"The disk images were imported into {len(outcome.volumes)} block volumes, one per disk."
+        for name, ocid in outcome.volumes:
+            lines.append(f"Volume:  {shown(name, 300)}")
+            lines.append(f"OCID:    {shown(ocid, 300)}")
+    elif outcome.state == "succeeded":
         if outcome.volume_name:
             lines.append(f"Volume:  {shown(outcome.volume_name, 300)}")
         lines.append(f"OCID:    {shown(outcome.volume_id, 300) if outcome.volume_id else '(unknown)'}")

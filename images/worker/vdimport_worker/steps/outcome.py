@@ -17,6 +17,7 @@ from typing import Any, Literal
 from ..clients import Clients
 from ..config import WorkerConfig
 from ..context import Rejected
+from ..imageformat import MAX_OVA_DISKS
 from ..notify import Outcome, publish_outcome
 
 log = logging.getLogger("vdimport")
@@ -29,8 +30,16 @@ def tell_outcome(config: WorkerConfig, clients: Clients, state: dict[str, Any]) 
     given: dict[str, Any] = raw if isinstance(raw, dict) else {}
     outcome_state: Literal["succeeded", "failed"] = "succeeded" if given.get("state") == "succeeded" else "failed"
     fields = {name: str(given[name]) for name in _TEXT_FIELDS if given.get(name) not in (None, "")}
+    raw_volumes = given.get("volumes")
+    listed: list[Any] = raw_volumes if isinstance(raw_volumes, list) else []
+    volumes = tuple(
+        (str(v.get("volume_name") or "(unnamed)"), str(v.get("volume_id")))
+        for v in listed[:MAX_OVA_DISKS]
+        if isinstance(v, dict) and v.get("volume_id")
+    )
     outcome = Outcome(
         state=outcome_state,
+        volumes=volumes,
         object_name=fields.pop("object_name", "(unknown object)"),
         bucket=fields.pop("bucket", "(unknown bucket)"),
         dag_run_id=fields.pop("dag_run_id", "(unknown run)"),
@@ -45,5 +54,6 @@ def tell_outcome(config: WorkerConfig, clients: Clients, state: dict[str, Any]) 
     if outcome.state == "failed":
         where = f" at {outcome.failed_step}" if outcome.failed_step else ""
         raise Rejected(f"the import did not deliver a volume{where}: {outcome.cause or 'no cause was recorded'}")
-    log.info("Volume %s (%s) delivered", outcome.volume_id, outcome.volume_name)
+    for name, ocid in volumes or ((str(outcome.volume_name), str(outcome.volume_id)),):
+        log.info("Volume %s (%s) delivered", ocid, name)
     return {"published": published, "state": outcome.state}
