@@ -164,7 +164,7 @@ PARAMS: dict[str, Param] = {
         None,
         type=["null", "object"],
         title="Freeform tags",
-        description='Extra freeform tags of the volume as a JSON object, e.g. {"project": "migration"}; at most 6. '
+        description='Extra freeform tags of the volume as a JSON object, e.g. {"project": "migration"}; at most 5. '
         "The object's other metadata keys become tags too; these win over them.",
     ),
     "keep_on_failure": Param(

@@ -191,9 +191,13 @@ def test_a_multi_disk_import_survives_a_failure_on_its_second_disk(
 def test_a_delivered_multi_disk_import_is_final(emu: EmulatorHandle, importer: Importer, small_disk: Path, tmp_path: Path) -> None:
     """Every disk's volume is final once delivered: a re-run of any step changes nothing."""
     ova, expected = _two_disk_ova(small_disk, tmp_path)
-    outcome = importer.run(ova, "resume/delivered-vm.ova")
+    user_tags = {f"team{i}": "migration" for i in range(5)}  # as many as a volume takes beside vdimport's 5
+    outcome = importer.run(ova, "resume/delivered-vm.ova", metadata=user_tags)
     assert outcome.succeeded, outcome.error
     volumes = assert_disks_delivered(emu, outcome, expected)
+    for disk, volume in enumerate(volumes, 1):
+        assert volume["freeformTags"] == {**user_tags, **volume["freeformTags"]} and len(volume["freeformTags"]) == 10
+        assert (volume["freeformTags"]["vdimport-disk"], volume["freeformTags"]["vdimport-state"]) == (str(disk), "delivered")
     env = step_environment(emu)
     since = len(emu.calls())
     for step in (*DATA_PATH, "tune_volume", "assign_backup_policy", "report"):

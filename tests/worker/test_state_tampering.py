@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from importkit import Bucket, assert_nothing_leaked, new_run_id
+from importkit import Bucket, assert_disks_delivered, assert_nothing_leaked, new_run_id
 from stepkit import small_image, upload_request
 
 from vdimport_local.emulator.client import EmulatorHandle
@@ -62,3 +62,29 @@ def test_a_result_naming_another_runs_resource_is_refused(
         assert finished.succeeded, finished.error
         finished.state = {**outcome.state, **finished.state}
         assert_nothing_leaked(emu, finished, image.expected)
+
+
+def test_one_disks_result_naming_another_disks_volume_is_refused(emu: EmulatorHandle, bucket: Bucket, tmp_path: Path) -> None:
+    """A multi-disk OVA: disk 2's create_volume result swapped for disk 1's volume (the same run's,
+    so the run tags alone would pass it) is refused before anything is attached; disk 1's volume
+    is written only with disk 1's image."""
+    from vdimport_local.diskimages import Partition, build_disk, make_producer_ova
+
+    first = tmp_path / "first.raw"
+    first.write_bytes(small_image(tmp_path).expected)
+    other = build_disk(tmp_path / "data.raw", [Partition("vfat", 16, {"DATA.TXT": b"disk two\r\n"})], table="dos")
+    ova = make_producer_ova([first, other], tmp_path / "vm.ova", "ovftool")
+    request = upload_request(bucket, ova, "tamper-disks.ova")
+    outcome = _start(emu, request, "disks")
+    volumes = outcome.state["create_volume"]["disks"]
+    tampered = {name: dict(result) for name, result in outcome.state.items()}
+    tampered["create_volume"]["disks"] = {"1": volumes["1"], "2": {**volumes["2"], "volume_id": volumes["1"]["volume_id"]}}
+
+    run = run_step_in_process("attach_volume", outcome.run_id, request, tampered, step_environment(emu))
+
+    assert run.exit_code == EXIT_REJECTED, run.output
+    assert run.cause == f"create_volume's result names {volumes['1']['volume_id']}, which is not this run's volume"
+    finished = _finish(emu, request, outcome)
+    assert finished.succeeded, finished.error
+    finished.state = {**outcome.state, **finished.state}
+    assert_disks_delivered(emu, finished, [first.read_bytes(), other.read_bytes()])

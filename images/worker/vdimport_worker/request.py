@@ -50,9 +50,10 @@ MAX_OBJECT_NAME = 1024
 MAX_VOLUME_NAME = 255
 # OCI free-form tags (Tagging Overview, "Limits on Tags"): keys of 1-100 printable ASCII
 # characters without spaces or periods, values of at most 256 characters, at most 10 on one
-# resource. The volume carries 4 of vdimport's own (vdimport-run, -role, -dag-run, -state),
-# so 6 are the user's; a key starting with vdimport- is never the user's.
-MAX_TAGS = 10 - 4
+# resource. The volume carries up to 5 of vdimport's own (vdimport-run, -role, -dag-run, -state,
+# and -disk on a multi-disk OVA's volumes), so 5 are the user's; a key starting with vdimport-
+# is never the user's.
+MAX_TAGS = 10 - 5
 RESERVED_TAG_PREFIX = "vdimport-"
 _TAG_KEY = re.compile(r"[!-\-/-~]{1,100}")  # 0x21-0x7e but "."
 
@@ -290,7 +291,7 @@ def _tags(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         raise RequestError('tags: must be a JSON object of strings, e.g. {"project": "migration"}')
     if len(value) > MAX_TAGS:
-        raise RequestError(f"tags: at most {MAX_TAGS} tags (a volume carries 10 free-form tags, 4 of them vdimport's own)")
+        raise RequestError(f"tags: at most {MAX_TAGS} tags (a volume carries 10 free-form tags, up to 5 of them vdimport's own)")
     tags: dict[str, str] = {}
     for key, item in value.items():
         problem = tag_problem(key, item)

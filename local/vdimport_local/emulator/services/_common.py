@@ -70,6 +70,9 @@ def optional_bool(body: Mapping[str, Any], name: str, default: bool = False) -> 
     return value
 
 
+MAX_FREEFORM_TAGS = 10  # per resource, the limit vdimport_worker.request.MAX_TAGS budgets for
+
+
 def tags(body: Mapping[str, Any], name: str) -> dict[str, Any]:
     """``freeformTags`` (strings to strings) or ``definedTags`` (namespaces to objects), ``{}`` when absent."""
     value = body.get(name)
@@ -79,6 +82,8 @@ def tags(body: Mapping[str, Any], name: str) -> dict[str, Any]:
         raise invalid(f"{name} must be an object")
     if name == "freeformTags" and not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise invalid("freeformTags must map strings to strings")
+    if name == "freeformTags" and len(value) > MAX_FREEFORM_TAGS:
+        raise invalid(f"freeformTags: at most {MAX_FREEFORM_TAGS} free-form tags on one resource, not {len(value)}")
     return dict(value)
 
 
