@@ -12,7 +12,7 @@ resource "oci_artifacts_container_repository" "worker" {
   defined_tags   = var.defined_tags
 
   readme {
-    format  = "text/markdown"
+    format  = "TEXT_MARKDOWN"
     content = "vdimport step runner (images/worker): one KubernetesPodOperator pod per import step."
   }
 }
@@ -26,7 +26,7 @@ resource "oci_artifacts_container_repository" "function" {
   defined_tags   = var.defined_tags
 
   readme {
-    format  = "text/markdown"
+    format  = "TEXT_MARKDOWN"
     content = "vdimport OCI Function vdimport-trigger (images/function): object-created events to DAG runs."
   }
 }
