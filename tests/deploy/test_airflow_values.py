@@ -10,6 +10,7 @@ from its env vars).
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import shlex
@@ -311,3 +312,19 @@ def test_readme_documents_the_alternatives_the_issue_asks_for(readme: str) -> No
     for key in ("remote_base_log_folder", "remote_log_conn_id"):
         assert key in readme
     assert re.search(r"`?airflow-worker`?", readme)
+
+
+def test_no_job_is_a_helm_hook_so_wait_cannot_deadlock(values: dict[str, Any]) -> None:
+    """Terraform's helm_release waits (wait = true), as does `helm install --wait`: the pods'
+    wait-for-airflow-migrations init containers would wait for a post-install hook that Helm
+    starts only after the wait. The chart's docs ("Installing the Chart with Argo CD, Flux,
+    Rancher or Terraform"): `useHelmHooks: false` on both jobs. The create-user job also drops
+    the custom env as the docs advise; the migration job keeps it for the pool's settings, which
+    reach it only as a ConfigMap reference (an unchanged Job spec across upgrades)."""
+    assert values["migrateDatabaseJob"]["useHelmHooks"] is False
+    assert values["createUserJob"]["useHelmHooks"] is False
+    assert values["createUserJob"]["applyCustomEnv"] is False
+    assert "VDIMPORT" not in json.dumps(values["createUserJob"].get("env")), "the create-user job needs no vdimport setting"
+    assert values["migrateDatabaseJob"]["applyCustomEnv"] is True and values["migrateDatabaseJob"]["ttlSecondsAfterFinished"] > 0
+    assert values["extraEnvFrom"].strip().startswith("- configMapRef:"), "the migration job's custom env is a reference only"
+    assert not values.get("env") and not values.get("secret") and not values.get("extraEnv"), "env that would change the Job's spec"
