@@ -149,3 +149,23 @@ def test_local_profile_builds_without_pushing_and_drops_the_oci_load_balancer(co
     (forward,) = local["portForward"]
     assert (forward["resourceName"], forward["namespace"]) == (f"{AIRFLOW_RELEASE}-api-server", AIRFLOW_NAMESPACE)
     assert forward["port"] == 8080
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_dags_repository_comes_from_the_environment_and_is_required(config: dict[str, Any], profile: str) -> None:
+    """The values file's placeholder repository never reaches a cluster: git-sync's repo is
+    VDIMPORT_DAGS_REPO, and the deploy hook stops the run before any release when it is unset."""
+    import os
+    import subprocess
+
+    profiled = with_profile(config, profile)
+    templates = releases(profiled)["airflow"]["setValueTemplates"]
+    assert templates["dags.gitSync.repo"] == "{{.VDIMPORT_DAGS_REPO}}"
+    assert "VDIMPORT_DAGS_BRANCH" in templates["dags.gitSync.branch"] == templates["dags.gitSync.ref"]
+    [hook] = profiled["deploy"]["helm"]["hooks"]["before"]
+    command = hook["host"]["command"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VDIMPORT_")}
+    unset = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert unset.returncode != 0 and "set VDIMPORT_DAGS_REPO" in unset.stderr
+    given = subprocess.run(command, env={**env, "VDIMPORT_DAGS_REPO": "https://git.example/vdimport.git"}, capture_output=True, text=True)
+    assert given.returncode == 0, given.stderr
