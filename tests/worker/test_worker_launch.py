@@ -154,3 +154,43 @@ def test_ready_fails_with_one_line_when_data_volumes_are_not_inert(
     assert outcome.error.endswith(f"data volumes are not inert on the worker: {cause}"), outcome.error
     cleanup = run_import(emu, outcome.run_id, request, steps=["terminate_worker"], state=outcome.state, runner=run_step_in_process)
     assert cleanup.succeeded, cleanup.error
+
+
+def test_ready_fails_with_one_line_when_the_download_would_not_fit(
+    emu: EmulatorHandle, bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The boot volume is sized for the download, the image's root file system is not: ready.sh
+    grows it (oci-growfs, where the image has it) and then checks the room, so a worker whose
+    file system cannot hold the download fails at wait_worker_ready, before any volume exists,
+    instead of "no space" half-way through the download."""
+    request = upload_request(bucket, small_image(tmp_path).path, "no-room.qcow2")
+    run_id = new_run_id("no-room")
+    launched = run_import(emu, run_id, request, steps=["inspect_object", "launch_worker"], runner=run_step_in_process)
+    assert launched.succeeded, launched.error
+    monkeypatch.setattr(worker, "_staged_bytes", lambda ctx: 1 << 60)  # more than any file system here
+    outcome = run_import(emu, run_id, request, steps=["wait_worker_ready"], state=launched.state, runner=run_step_in_process)
+    assert outcome.failed_step == "wait_worker_ready", outcome.error
+    assert outcome.error is not None and "\n" not in outcome.error
+    assert re.search(
+        r"the worker has \d+ bytes free for the download, which needs 1152921504606846976: its root file system", outcome.error
+    )
+    monkeypatch.undo()
+    cleanup = run_import(emu, run_id, request, steps=["terminate_worker"], state=launched.state, runner=run_step_in_process)
+    assert cleanup.succeeded, cleanup.error
+
+
+def test_the_ready_check_asks_for_room_for_every_disk() -> None:
+    """NEED is what the worker will stage: the image, or all of an OVA's disks at once."""
+    one = {"inspect_object": {"source": {"length": 5}}}
+    many = {"inspect_object": {"source": {"length": 5}, "disks": [{"source": {"length": 5}}, {"source": {"length": 7}}]}}
+    assert worker._staged_bytes(_Ctx(one)) == 5
+    assert worker._staged_bytes(_Ctx(many)) == 12
+    assert worker._boot_volume_gb(_Ctx(many)) == 50
+
+
+class _Ctx:
+    def __init__(self, state: dict[str, Any]):
+        self.state = state
+
+    def result_of(self, step: str) -> dict[str, Any]:
+        return self.state[step]

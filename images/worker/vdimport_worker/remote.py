@@ -60,7 +60,7 @@ class ScriptResult:
 
 # Variables the scripts use in shell arithmetic, where bash would evaluate a string such as
 # ``a[$(cmd)]`` as code: they must be non-negative integers whatever a step's input says.
-NUMBERS = frozenset({"VSIZE", "OFFSET", "LENGTH", "STREAMS", "DISK"})
+NUMBERS = frozenset({"VSIZE", "OFFSET", "LENGTH", "STREAMS", "DISK", "NEED"})
 # Scripts that share more than lib.sh: the parts prepended to them, in order.
 PRELUDES: dict[str, tuple[str, ...]] = {"write": ("lib", "slices"), "verify": ("lib", "slices")}
 # Scripts whose result can outgrow TEXT_OUTPUT_BYTES: download (qemu-img info of an image with

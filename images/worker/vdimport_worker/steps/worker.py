@@ -107,12 +107,16 @@ def _worker_image(ctx: StepContext) -> str:
     raise StepError(f"no Oracle Linux 8/9 image for shape {ctx.config.worker_shape}; set VDIMPORT_WORKER_IMAGE_ID")
 
 
-def _boot_volume_gb(ctx: StepContext) -> int:
-    """Room for the OS and the downloaded image (every disk of an OVA: all are staged) with some headroom."""
+def _staged_bytes(ctx: StepContext) -> int:
+    """What the worker downloads: the image, or every disk of an OVA (all are staged at once)."""
     inspected = ctx.result_of("inspect_object")
     sources = [disk["source"] for disk in disk_entries(inspected)] or [inspected["source"]]
-    image_gb = -(-sum(int(source["length"]) for source in sources) // (1 << 30))
-    return max(50, image_gb + 20)
+    return sum(int(source["length"]) for source in sources)
+
+
+def _boot_volume_gb(ctx: StepContext) -> int:
+    """Room for the OS and the downloads with some headroom."""
+    return max(50, -(-_staged_bytes(ctx) // (1 << 30)) + 20)
 
 
 def _launch_details(ctx: StepContext, ad: str, image_id: str) -> Any:
@@ -219,7 +223,7 @@ def wait_worker_ready(ctx: StepContext) -> dict[str, Any]:
         bad=("TERMINATING", "TERMINATED", "STOPPED"),
     )
     log.info("Worker is RUNNING; waiting for cloud-init and the Run Command agent")
-    result = ctx.shell().run("ready", {}, int(ctx.config.deadlines.ready)).result
+    result = ctx.shell().run("ready", {"NEED": _staged_bytes(ctx)}, int(ctx.config.deadlines.ready)).result
     log.info("Worker ready: qemu-img %s, %.1f GB free", result.get("qemu_img"), result.get("free_bytes", 0) / 1e9)
     return {**result, "instance_id": instance_id}
 
