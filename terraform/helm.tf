@@ -100,7 +100,12 @@ resource "helm_release" "vdimport" {
       { name = "airflow.namespace", value = local.airflow_namespace },
       { name = "maxVolumeGb", value = tostring(var.max_volume_gb) },
     ],
-    var.worker_image_tag == "" ? [] : [{ name = "stepRunner.image.tag", value = var.worker_image_tag }],
+    [{ name = "stepRunner.image.tag", value = local.worker_image_tag }],
+    # Pinned by digest once the tag is in the repository (imagepull.tf); until then the tag,
+    # pulled every time, so a rebuilt image under the same tag is never stale on a node.
+    local.worker_image_digest == "" ? [{ name = "stepRunner.image.pullPolicy", value = "Always" }] : [
+      { name = "stepRunner.image.digest", value = local.worker_image_digest },
+    ],
     # Import outcomes (notifications.tf): VDIMPORT_NOTIFICATION_TOPIC_ID, VDIMPORT_AIRFLOW_UI_URL.
     var.import_notifications ? [{ name = "notifications.topicId", value = oci_ons_notification_topic.imports[0].id }] : [],
     var.airflow_ui_url == "" ? [] : [{ name = "airflow.uiUrl", value = var.airflow_ui_url }],
@@ -109,7 +114,7 @@ resource "helm_release" "vdimport" {
   set_list = concat(
     # Workload identity's token exchange goes to the API endpoint (port 12250): its subnet only.
     [{ name = "networkPolicy.kubernetesApiCidrs", value = [local.api_subnet_cidr] }],
-    var.image_pull_secret_name == "" ? [] : [{ name = "stepRunner.image.pullSecrets", value = [var.image_pull_secret_name] }],
+    local.pull_secret_name == "" ? [] : [{ name = "stepRunner.image.pullSecrets", value = [local.pull_secret_name] }],
   )
 
   # The chart writes vdimport-dag-settings into namespace airflow; the step pods need their

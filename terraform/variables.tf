@@ -419,7 +419,7 @@ variable "function_image_tag" {
 
 variable "image_pull_secret_name" {
   type        = string
-  description = "Name of a docker-registry Secret in the vdimport namespace for pulling the step runner image from a private OCIR repository (create it with kubectl, README.md). Empty: none (public repositories)."
+  description = "Name of a docker-registry Secret of your own in the vdimport namespace for pulling the step runner image from the private OCIR repository. Empty: with private repositories, Terraform makes one (imagepull.tf: a user that can only read the repositories, its auth token, the Secret); with public ones, none."
   default     = ""
 
   validation {
