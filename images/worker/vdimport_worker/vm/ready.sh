@@ -28,10 +28,11 @@ version=$(qemu-img --version | sed -n '1s/^qemu-img version \([0-9.]*\).*/\1/p')
 free=$(df -B1 --output=avail "$WORK" | tail -1 | tr -d ' ')
 # The image's root file system is smaller than the boot volume launch_worker sized for the
 # download: grow it as OCI documents (oci-growfs: partition, LVM and file system), then check.
-if [ "$free" -le "$NEED" ] && [ -x /usr/libexec/oci-growfs ]; then
+need=${NEED:-0} # bytes to stage (wait_worker_ready)
+if [ "$free" -le "$need" ] && [ -x /usr/libexec/oci-growfs ]; then
     echo "growing the root file system to the boot volume (oci-growfs)"
     sudo /usr/libexec/oci-growfs -y >/dev/null 2>&1 || fail "oci-growfs could not grow the worker's root file system"
     free=$(df -B1 --output=avail "$WORK" | tail -1 | tr -d ' ')
 fi
-[ "$free" -gt "$NEED" ] || fail "the worker has $free bytes free for the download, which needs $NEED: its root file system does not span the boot volume"
+[ "$free" -gt "$need" ] || fail "the worker has $free bytes free for the download, which needs $need: its root file system does not span the boot volume"
 result "{\"qemu_img\":\"$version\",\"free_bytes\":$free}"
