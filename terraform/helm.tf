@@ -138,6 +138,8 @@ resource "helm_release" "airflow" {
     { name = "dags.gitSync.repo", value = var.git_repo_url },
     { name = "dags.gitSync.branch", value = var.git_branch },
     { name = "dags.gitSync.ref", value = var.git_branch },
+    # The load balancer's NSG is this stack's (network.tf); the cloud controller manages none.
+    { name = "apiServer.service.annotations.oci\\.oraclecloud\\.com/oci-network-security-groups", value = oci_core_network_security_group.api_lb.id },
   ]
 
   # Only the function subnet may reach the API server's load balancer.

@@ -6,8 +6,9 @@
 #   api        OKE Kubernetes API endpoint (NSG api)    OCI services; kubelets
 #   nodes      OKE worker nodes (NSG nodes)             everything (images from the internet via NAT)
 #   lb         Kubernetes service load balancers        NodePorts of the nodes
-#              (the Airflow API's internal LB; its NSG is made by OKE's cloud controller and
-#              admits only the function subnet, charts/airflow/values.yaml)
+#              (the Airflow API's internal LB, NSG api_lb: made here and attached by the
+#              Service's annotations, so OKE's cloud controller manages no security rules and
+#              needs no IAM grant for NSGs; it admits only the function NSG on :8080)
 #   functions  OCI Functions (NSG functions)            Object Storage, Vault (service gateway); Airflow API LB :8080
 #   workers    the temporary worker VMs                 HTTPS only: Object Storage (PAR download), OCI APIs, yum
 #
@@ -49,6 +50,7 @@ locals {
     api       = oci_core_network_security_group.api.id
     nodes     = oci_core_network_security_group.nodes.id
     functions = oci_core_network_security_group.functions.id
+    api_lb    = oci_core_network_security_group.api_lb.id
   }
 
   # One entry per NSG rule, on top of these defaults (so every entry has every attribute).
@@ -167,6 +169,17 @@ locals {
         peer        = "0.0.0.0/0"
         peer_type   = "CIDR_BLOCK"
         description = "Image pulls (NAT), OCI APIs and OCIR (service gateway), the API endpoint and other nodes"
+      })
+
+      api_lb_ingress_from_functions = merge(local.nsg_rule_defaults, {
+        nsg         = "api_lb"
+        direction   = "INGRESS"
+        protocol    = "6"
+        peer        = oci_core_network_security_group.functions.id
+        peer_type   = "NETWORK_SECURITY_GROUP"
+        port_min    = local.airflow_api_port
+        port_max    = local.airflow_api_port
+        description = "The function's calls to the Airflow API (POST /auth/token, POST .../dagRuns)"
       })
 
       functions_egress_oci_services = merge(local.nsg_rule_defaults, {
@@ -548,6 +561,15 @@ resource "oci_core_network_security_group" "functions" {
   compartment_id = var.compartment_ocid
   vcn_id         = local.vcn_id
   display_name   = "${var.name_prefix}-functions"
+  freeform_tags  = local.freeform_tags
+  defined_tags   = var.defined_tags
+}
+
+# The Airflow API server's load balancer (charts/airflow/values.yaml: security-rule-management-mode None).
+resource "oci_core_network_security_group" "api_lb" {
+  compartment_id = var.compartment_ocid
+  vcn_id         = local.vcn_id
+  display_name   = "${var.name_prefix}-airflow-api-lb"
   freeform_tags  = local.freeform_tags
   defined_tags   = var.defined_tags
 }

@@ -145,9 +145,11 @@ def test_api_server_is_an_internal_oci_load_balancer_for_the_function_subnet(val
     low = int(notes["service.beta.kubernetes.io/oci-load-balancer-shape-flex-min"])
     high = int(notes["service.beta.kubernetes.io/oci-load-balancer-shape-flex-max"])
     assert 10 <= low <= high
-    # NSG mode turns loadBalancerSourceRanges into the load balancer's ingress rules; without
-    # source ranges the controller would open it to 0.0.0.0/0.
-    assert notes["oci.oraclecloud.com/security-rule-management-mode"] == "NSG"
+    # Mode None: the stack's own NSG (Terraform, network.tf) is attached by annotation; in NSG
+    # mode the cloud controller's identity needs IAM grants for NSGs that nothing gives it,
+    # and the load balancer stayed pending (issue 16, item 4).
+    assert notes["oci.oraclecloud.com/security-rule-management-mode"] == "None"
+    assert "oci.oraclecloud.com/oci-network-security-groups" not in notes, "the NSG's OCID comes from Terraform"
     ranges = [ipaddress.ip_network(cidr) for cidr in service["loadBalancerSourceRanges"]]
     assert ranges and all(r.prefixlen > 0 and r.is_private for r in ranges), ranges
 
