@@ -330,3 +330,12 @@ def test_no_job_is_a_helm_hook_so_wait_cannot_deadlock(values: dict[str, Any]) -
     assert values["migrateDatabaseJob"]["applyCustomEnv"] is True and values["migrateDatabaseJob"]["ttlSecondsAfterFinished"] > 0
     assert values["extraEnvFrom"].strip().startswith("- configMapRef:"), "the migration job's custom env is a reference only"
     assert not values.get("env") and not values.get("secret") and not values.get("extraEnv"), "env that would change the Job's spec"
+
+
+def test_the_auth_manager_is_pinned_to_the_one_the_login_is_tested_with(values: dict[str, Any]) -> None:
+    """The create-user job's script and the function's login are FAB's; test_fab_role.py runs
+    them under local mode's "fab" auth manager, which must be the class the cluster runs."""
+    from vdimport_local.airflow import AUTH_MANAGERS
+
+    assert values["config"]["core"]["auth_manager"] == AUTH_MANAGERS["fab"]
+    assert "from airflow.providers.fab." in "\n".join(values["createUserJob"]["args"])
