@@ -116,13 +116,17 @@ def test_output_artifact_is_the_image_the_steps_build(image: str, spec: dict[str
 
 
 def test_exported_tag_is_assigned_before_use(image: str, spec: dict[str, Any]) -> None:
-    """The Deliver Artifacts and Trigger Deployment stages read the exported tag."""
+    """The Deliver Artifacts and Trigger Deployment stages read the exported tag. Every assignment
+    is an ``export``, as Oracle's DevOps samples set an exported variable: a plain shell
+    assignment is not in the environment the build runner reads after the step."""
     variable = f"{image.upper()}_IMAGE_TAG"
     assert spec["env"]["exportedVariables"] == [variable]
     text = commands(spec)
-    assigned = re.search(rf"^\s*{variable}=", text, re.M)
+    assigned = re.search(rf"^\s*export {variable}=", text, re.M)
     used = text.find(f"${{{variable}}}")
     assert assigned and 0 <= assigned.start() < used
+    plain = re.findall(rf"^\s*{variable}=.*$", text, re.M)
+    assert not plain, f"assigned without export: {plain}"
 
 
 def test_declared_variables_are_used(spec: dict[str, Any]) -> None:
