@@ -154,8 +154,9 @@ resource "helm_release" "airflow" {
     }
   }
 
-  # Pods load the ConfigMap vdimport-dag-settings and the Secrets at start.
-  depends_on = [helm_release.vdimport, kubernetes_secret_v1.airflow]
+  # Pods load the ConfigMap vdimport-dag-settings and the Secrets at start (the remote logs
+  # Secret is optional to them: made first, or the pods would start without it).
+  depends_on = [helm_release.vdimport, kubernetes_secret_v1.airflow, kubernetes_secret_v1.airflow_remote_logs]
 }
 
 # The internal load balancer's private IP, for the function's VDIMPORT_AIRFLOW_URL.

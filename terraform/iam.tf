@@ -86,6 +86,7 @@ locals {
   object_storage_lifecycle_statements = concat(
     ["Allow service objectstorage-${var.region} to manage object-family in ${local.compartment} where ${local.work_bucket}"],
     var.delete_objects_after_days > 0 ? ["Allow service objectstorage-${var.region} to manage object-family in ${local.compartment} where ${local.import_bucket}"] : [],
+    local.create_task_logs ? ["Allow service objectstorage-${var.region} to manage object-family in ${local.compartment} where target.bucket.name = '${local.task_logs_bucket_name}'"] : [],
   )
 
   devops_statements = var.enable_devops ? [

@@ -609,6 +609,23 @@ variable "deploy_helm_releases" {
   default     = false
 }
 
+variable "remote_task_logs" {
+  type        = bool
+  description = "With deploy_helm_releases: keep Airflow's task logs in the Object Storage bucket <name_prefix>-airflow-logs (S3 Compatibility API, a user with a Customer Secret Key for that bucket only), so the UI shows a step's log after its pod is gone. False: logs live only in the pods."
+  default     = true
+}
+
+variable "task_log_retention_days" {
+  type        = number
+  description = "Days a task log stays in the logs bucket before Object Storage's lifecycle rule deletes it."
+  default     = 30
+
+  validation {
+    condition     = var.task_log_retention_days >= 1 && var.task_log_retention_days <= 3650 && floor(var.task_log_retention_days) == var.task_log_retention_days
+    error_message = "task_log_retention_days must be a whole number of days from 1 to 3650."
+  }
+}
+
 variable "airflow_chart_version" {
   type        = string
   description = "Version of the official Apache Airflow Helm chart; charts/airflow/values.yaml is validated against 1.22.0."

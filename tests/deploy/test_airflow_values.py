@@ -158,7 +158,9 @@ def test_dag_settings_come_only_from_the_vdimport_configmap(values: dict[str, An
     """Every Airflow container loads the ConfigMap the vdimport chart renders, by that name."""
     refs = yaml.safe_load(values["extraEnvFrom"])
     name = dig(vdimport, "dag.settingsConfigMap.name")
-    assert refs == [{"configMapRef": {"name": name}}]  # not optional: missing means wait, not defaults
+    assert refs[0] == {"configMapRef": {"name": name}}  # not optional: missing means wait, not defaults
+    # ... and only the optional Secret of the remote task logs besides (Terraform's tasklogs.tf)
+    assert refs[1:] == [{"secretRef": {"name": "airflow-remote-logs", "optional": True}}]
     assert not any(str(e.get("name", "")).startswith("VDIMPORT_") for e in values.get("env", []))
 
 
@@ -310,8 +312,8 @@ def test_readme_documents_the_alternatives_the_issue_asks_for(readme: str) -> No
     """Baked-image DAGs, OCI Database with PostgreSQL, remote logs to Object Storage."""
     assert "images.airflow.repository" in readme and "dags.gitSync.enabled: false" in readme
     assert "OCI Database with PostgreSQL" in readme and "postgresql.enabled=false" in readme
-    assert "remote_logging" in readme and "compat.objectstorage" in readme
-    for key in ("remote_base_log_folder", "remote_log_conn_id"):
+    assert "AIRFLOW__LOGGING__REMOTE_LOGGING=True" in readme and "compat.objectstorage" in readme
+    for key in ("AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER", "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID", "airflow-remote-logs"):
         assert key in readme
     assert re.search(r"`?airflow-worker`?", readme)
 
