@@ -79,6 +79,16 @@ resource "kubernetes_secret_v1" "airflow" {
   data = local.airflow_secret_data[each.key]
 }
 
+locals {
+  # Everything the vdimport release renders from: its chart's files and the values set here.
+  vdimport_chart_dir = "${path.module}/../charts/vdimport"
+  vdimport_release_hash = var.deploy_helm_releases ? sha256(jsonencode([
+    [for f in sort(fileset(local.vdimport_chart_dir, "**")) : filesha256("${local.vdimport_chart_dir}/${f}")],
+    helm_release.vdimport[0].set,
+    helm_release.vdimport[0].set_list,
+  ])) : ""
+}
+
 resource "helm_release" "vdimport" {
   count = local.helm_count
 
@@ -138,6 +148,9 @@ resource "helm_release" "airflow" {
     { name = "dags.gitSync.repo", value = var.git_repo_url },
     { name = "dags.gitSync.branch", value = var.git_branch },
     { name = "dags.gitSync.ref", value = var.git_branch },
+    # The dag-processor reads the vdimport settings (the pool, max_active_runs) when it starts:
+    # a changed vdimport release changes this annotation, and so rolls it.
+    { name = "dagProcessor.podAnnotations.vdimport/settings-hash", value = local.vdimport_release_hash },
     # The load balancer's NSG is this stack's (network.tf); the cloud controller manages none.
     { name = "apiServer.service.annotations.oci\\.oraclecloud\\.com/oci-network-security-groups", value = oci_core_network_security_group.api_lb.id },
   ]

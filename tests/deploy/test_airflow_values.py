@@ -183,10 +183,11 @@ def _fake_airflow(tmp_path: Path) -> Path:
     return bin_dir
 
 
-def _run_migrate_job(
+def _run_dag_processor(
     values: dict[str, Any], tmp_path: Path, env: dict[str, str]
 ) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
-    args = dig(values, "migrateDatabaseJob.args")
+    """The dag-processor container's args, run with bash and a recording `airflow`."""
+    args = dig(values, "dagProcessor.args")
     assert args[:2] == ["bash", "-c"] and len(args) == 3
     assert "{{" not in args[2]  # the chart runs args through `tpl`
     calls = tmp_path / "calls"
@@ -196,29 +197,32 @@ def _run_migrate_job(
     return done, recorded
 
 
-def test_install_job_migrates_then_creates_the_pool_from_the_configmaps_env(values: dict[str, Any], tmp_path: Path) -> None:
-    """The pool's name and slots are whatever the vdimport chart put into the ConfigMap."""
-    done, calls = _run_migrate_job(values, tmp_path, {"VDIMPORT_STEP_POOL": "pool from env", "VDIMPORT_STEP_POOL_SLOTS": "7"})
+def test_dag_processor_sets_the_pool_from_the_configmaps_env_then_starts(values: dict[str, Any], tmp_path: Path) -> None:
+    """The pool's name and slots are whatever the vdimport chart put into the ConfigMap, set
+    each time the dag-processor starts (so a restart applies a changed setting), then the
+    chart's own command runs in its place (exec)."""
+    done, calls = _run_dag_processor(values, tmp_path, {"VDIMPORT_STEP_POOL": "pool from env", "VDIMPORT_STEP_POOL_SLOTS": "7"})
     assert done.returncode == 0, done.stderr
-    assert calls == [["db", "migrate"], ["pools", "set", "pool from env", "7", "vdimport step pods"]]
+    assert calls == [["pools", "set", "pool from env", "7", "vdimport step pods"], ["dag-processor"]]
+    assert dig(values, "dagProcessor.args")[2].splitlines()[-1] == "exec airflow dag-processor"  # the chart's default command
 
 
 @pytest.mark.parametrize("missing", ["VDIMPORT_STEP_POOL", "VDIMPORT_STEP_POOL_SLOTS"])
-def test_install_job_fails_before_touching_the_db_without_the_pool_settings(values: dict[str, Any], tmp_path: Path, missing: str) -> None:
-    """A ConfigMap without the pool keys fails the install with a cause, not a pool named ''."""
+def test_dag_processor_fails_before_touching_the_db_without_the_pool_settings(values: dict[str, Any], tmp_path: Path, missing: str) -> None:
+    """A ConfigMap without the pool keys fails the dag-processor with a cause, not a pool named ''."""
     env = {"VDIMPORT_STEP_POOL": "p", "VDIMPORT_STEP_POOL_SLOTS": "3"}
     del env[missing]
-    done, calls = _run_migrate_job(values, tmp_path, env)
+    done, calls = _run_dag_processor(values, tmp_path, env)
     assert done.returncode != 0
     assert missing in done.stderr and "vdimport-dag-settings" in done.stderr
     assert calls == []
 
 
 def test_pool_command_is_valid_airflow_cli_syntax(values: dict[str, Any]) -> None:
-    """Airflow's own parser accepts the `pools set` call the job makes (positional NAME SLOTS DESCRIPTION)."""
+    """Airflow's own parser accepts the `pools set` call the dag-processor makes (positional NAME SLOTS DESCRIPTION)."""
     from airflow.cli.cli_parser import get_parser
 
-    line = next(x for x in dig(values, "migrateDatabaseJob.args")[2].splitlines() if "pools set" in x)
+    line = next(x for x in dig(values, "dagProcessor.args")[2].splitlines() if "pools set" in x)
     line = line.replace('"$VDIMPORT_STEP_POOL_SLOTS"', "8").replace('"$VDIMPORT_STEP_POOL"', "vdimport-steps")
     words = shlex.split(line)
     argv = words[words.index("airflow") + 1 :]
@@ -322,16 +326,14 @@ def test_no_job_is_a_helm_hook_so_wait_cannot_deadlock(values: dict[str, Any]) -
     """Terraform's helm_release waits (wait = true), as does `helm install --wait`: the pods'
     wait-for-airflow-migrations init containers would wait for a post-install hook that Helm
     starts only after the wait. The chart's docs ("Installing the Chart with Argo CD, Flux,
-    Rancher or Terraform"): `useHelmHooks: false` on both jobs. The create-user job also drops
-    the custom env as the docs advise; the migration job keeps it for the pool's settings, which
-    reach it only as a ConfigMap reference (an unchanged Job spec across upgrades)."""
+    Rancher or Terraform"): `useHelmHooks: false` and `applyCustomEnv: false` on both jobs (an
+    unchanged Job spec is never "field is immutable" on an upgrade)."""
     assert values["migrateDatabaseJob"]["useHelmHooks"] is False
     assert values["createUserJob"]["useHelmHooks"] is False
     assert values["createUserJob"]["applyCustomEnv"] is False
     assert "VDIMPORT" not in json.dumps(values["createUserJob"].get("env")), "the create-user job needs no vdimport setting"
-    assert values["migrateDatabaseJob"]["applyCustomEnv"] is True and values["migrateDatabaseJob"]["ttlSecondsAfterFinished"] > 0
-    assert values["extraEnvFrom"].strip().startswith("- configMapRef:"), "the migration job's custom env is a reference only"
-    assert not values.get("env") and not values.get("secret") and not values.get("extraEnv"), "env that would change the Job's spec"
+    assert values["migrateDatabaseJob"]["applyCustomEnv"] is False
+    assert "args" not in values["migrateDatabaseJob"], "the chart's own migration command"
 
 
 def test_the_auth_manager_is_pinned_to_the_one_the_login_is_tested_with(values: dict[str, Any]) -> None:
