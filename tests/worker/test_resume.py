@@ -39,6 +39,18 @@ def _request_of(outcome: Any) -> dict[str, Any]:
     return {"namespace": obj["namespace"], "bucket": obj["bucket"], "object": obj["name"], "etag": obj["etag"], "size": obj["size"]}
 
 
+def _clear_from_write_image(emu: EmulatorHandle, failed: Any) -> dict[str, Any]:
+    """As the DAG after Clear on a failed write_image: the setup (launch_worker) and write_image
+    onwards run again on the failed run's state; returns the state they leave."""
+    env, request = step_environment(emu), _request_of(failed)
+    state = {step: result for step, result in failed.state.items() if step != "terminate_worker"}
+    for step in ("launch_worker", *STEP_ORDER[STEP_ORDER.index("write_image") :]):
+        run = run_step_in_process(step, failed.run_id, request, state, env)
+        assert run.exit_code == 0, (step, run.output[-3000:])
+        state[step] = run.result or {}
+    return state
+
+
 def test_a_cleared_write_after_cleanup_reprovisions_and_finishes(emu: EmulatorHandle, importer: Importer, small_disk: Path) -> None:
     """As the DAG after Clear on write_image: launch_worker (the setup) re-runs, the other earlier
     results are stale; write_image makes a download on the new worker, a new volume, an attachment."""
@@ -48,14 +60,7 @@ def test_a_cleared_write_after_cleanup_reprovisions_and_finishes(emu: EmulatorHa
     assert failed.failed_step == "write_image"
     emu.clear_faults()
     assert not [i for i in run_resources(emu, run_id, "instance") if i["lifecycleState"] != "TERMINATED"]
-    env = step_environment(emu)
-    request = _request_of(failed)
-    state = dict(failed.state)
-    state.pop("terminate_worker", None)
-    for step in ("launch_worker", *STEP_ORDER[STEP_ORDER.index("write_image") :]):
-        run = run_step_in_process(step, run_id, request, state, env)
-        assert run.exit_code == 0, (step, run.output[-3000:])
-        state[step] = run.result or {}
+    state = _clear_from_write_image(emu, failed)
     refreshed = state["write_image"]["refreshed"]
     assert set(refreshed) >= {"wait_worker_ready", "download_image", "create_volume", "attach_volume"}, sorted(refreshed)
     assert refreshed["download_image"]["instance_id"] == state["launch_worker"]["instance_id"]
@@ -169,14 +174,7 @@ def test_a_multi_disk_import_survives_a_failure_on_its_second_disk(
     assert (failed.failed_step, len(failed.state["inspect_object"]["disks"])) == ("write_image", 2), failed.error
     emu.clear_faults()
     assert_disks_delivered(emu, failed, expected)  # nothing left: no worker, no PAR, no volume
-    env = step_environment(emu)
-    request = _request_of(failed)
-    state = dict(failed.state)
-    state.pop("terminate_worker", None)
-    for step in ("launch_worker", *STEP_ORDER[STEP_ORDER.index("write_image") :]):
-        run = run_step_in_process(step, run_id, request, state, env)
-        assert run.exit_code == 0, (step, run.output[-3000:])
-        state[step] = run.result or {}
+    state = _clear_from_write_image(emu, failed)
     refreshed = state["write_image"]["refreshed"]
     assert set(refreshed["create_volume"]["disks"]) == {"1", "2"}
     volumes = run_resources(emu, run_id, "volume")
