@@ -113,7 +113,7 @@ class EventBus:
             return [dict(rule) for rule in store.extra.get(RULES_KEY, [])]
 
     def add_rule(self, spec: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(spec) - {"url", "eventTypes", "bucketName", "compartmentId"}
+        unknown = set(spec) - {"url", "eventTypes", "bucketName", "compartmentId", "functionId", "displayName", "isEnabled"}
         if unknown:
             raise invalid(f"unknown rule fields: {', '.join(sorted(unknown))}")
         url = spec.get("url")
@@ -128,6 +128,10 @@ class EventBus:
             "eventTypes": types,
             "bucketName": spec.get("bucketName"),
             "compartmentId": spec.get("compartmentId"),
+            "functionId": spec.get("functionId"),  # what OCI's Events API shows as the FAAS action
+            "displayName": spec.get("displayName") or "vdimport-local",
+            "isEnabled": spec.get("isEnabled", True) is not False,
+            "timeCreated": ids.now_iso(),
         }
         store = self.emulator.store
         with store.lock:
@@ -148,6 +152,8 @@ class EventBus:
 
     @staticmethod
     def _matches(rule: dict[str, Any], event: dict[str, Any]) -> bool:
+        if rule.get("isEnabled") is False:
+            return False
         if rule.get("eventTypes") and event["eventType"] not in rule["eventTypes"]:
             return False
         data = event.get("data", {})

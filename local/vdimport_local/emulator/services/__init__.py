@@ -6,7 +6,20 @@ from ..routing import Service
 
 
 def all_services() -> list[Service]:
-    from . import admin, blockstorage, compute, identity, instanceagent, notifications, objectstorage, secrets
+    from . import (
+        admin,
+        artifacts,
+        blockstorage,
+        compute,
+        containerengine,
+        events,
+        functions,
+        identity,
+        instanceagent,
+        notifications,
+        objectstorage,
+        secrets,
+    )
 
     return [
         admin.service,
@@ -17,4 +30,8 @@ def all_services() -> list[Service]:
         instanceagent.service,
         secrets.service,
         notifications.service,
+        functions.service,
+        events.service,
+        artifacts.service,
+        containerengine.service,
     ]

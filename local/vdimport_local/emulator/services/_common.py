@@ -16,7 +16,6 @@ from typing import Any
 from ..errors import OCIError, invalid, missing
 from ..routing import Request, Response, page
 from ..store import Resource, public
-from .identity import is_availability_domain
 
 API = "/20160918"  # the Core Services (iaas) API version: Compute, Block Storage, VCN
 SORT_FIELDS = ("TIMECREATED", "DISPLAYNAME")
@@ -49,6 +48,8 @@ def require_compartment(value: Any, name: str = "compartmentId") -> str:
 def require_ad(request: Request, value: Any, name: str = "availabilityDomain") -> str:
     if value is None or value == "":
         raise missing(name)
+    from .identity import is_availability_domain  # identity's own routes use this module
+
     if not isinstance(value, str) or not is_availability_domain(value, request.emulator.tenancy):
         raise invalid(f"Invalid {name}: {value!r}")
     return value
