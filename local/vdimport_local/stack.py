@@ -50,6 +50,7 @@ BUCKET = "vdimport-images"
 CREATE_EVENT = "com.oraclecloud.objectstorage.createobject"
 SECRET_NAME = "vdimport-airflow-trigger"  # noqa: S105 - the Vault secret's name, not its content
 FUNCTION_USER = "vdimport-trigger"
+FUNCTION_NAME = "vdimport-trigger"  # the function's display name, as terraform/functions.tf names it
 PREFERRED_AIRFLOW_PORT = 8080
 STATE_FILE = "stack.json"
 SERVICES = ("emulator", "airflow", "function")
@@ -227,26 +228,35 @@ class LocalStack:
             started["secret_id"] = secret["id"]
 
             say("==> Starting the OCI Function (fdk) behind a local invoke endpoint")
-            function_url, function_process = self._start_function(
-                {
-                    "VDIMPORT_AIRFLOW_URL": airflow.url,
-                    "VDIMPORT_AIRFLOW_SECRET_ID": secret["id"],
-                    "VDIMPORT_BUCKETS": BUCKET,
-                    "VDIMPORT_DAG_ID": DAG_ID,
-                    "VDIMPORT_OCI_AUTH": "config_file",
-                    "VDIMPORT_OCI_CONFIG": str(emulator.config_path),
-                    "VDIMPORT_OCI_ENDPOINT": emulator.endpoint,
-                },
-                _pick_port(ports.get("function")),
-            )
+            function_config = {
+                "VDIMPORT_AIRFLOW_URL": airflow.url,
+                "VDIMPORT_AIRFLOW_SECRET_ID": secret["id"],
+                "VDIMPORT_BUCKETS": BUCKET,
+                "VDIMPORT_DAG_ID": DAG_ID,
+                "VDIMPORT_OCI_AUTH": "config_file",
+                "VDIMPORT_OCI_CONFIG": str(emulator.config_path),
+                "VDIMPORT_OCI_ENDPOINT": emulator.endpoint,
+            }
+            function_url, function_process = self._start_function(function_config, _pick_port(ports.get("function")))
             started["processes"]["function"] = function_process
             started["function_url"] = function_url
             ports["function"] = int(function_url.rsplit(":", 1)[1].split("/", 1)[0])
+            # As OCI shows it: the function (GetFunction, InvokeFunction) and the rule's FAAS action.
+            function = emulator.admin(
+                "POST",
+                "functions",
+                {"displayName": FUNCTION_NAME, "compartmentId": emulator.tenancy, "config": function_config, "url": function_url},
+            )
+            started["function_id"] = function["id"]
 
             for rule in emulator.admin("GET", "events/rules"):
                 if rule.get("bucketName") == BUCKET:
                     emulator.admin("DELETE", f"events/rules/{rule['id']}")
-            rule = emulator.admin("POST", "events/rules", {"url": function_url, "eventTypes": [CREATE_EVENT], "bucketName": BUCKET})
+            rule = emulator.admin(
+                "POST",
+                "events/rules",
+                {"url": function_url, "eventTypes": [CREATE_EVENT], "bucketName": BUCKET, "functionId": function["id"]},
+            )
             started["event_rule"] = rule["id"]
             self.state_path.write_text(json.dumps(started, indent=1) + "\n")
             self.state_path.chmod(0o600)
