@@ -5,7 +5,8 @@
 #   2. the vdimport chart (charts/vdimport) in namespace vdimport: the step runner's
 #      ServiceAccount, RBAC, ConfigMaps (also vdimport-dag-settings in namespace airflow);
 #   3. the official Airflow chart with charts/airflow/values.yaml, the DAGs from git_repo_url
-#      and the API server's internal load balancer open to the function subnet only;
+#      and the API server's internal load balancer open to the function subnet only (with
+#      mirror_runtime_images, its images from the OCIR copies of mirror.tf);
 #   4. the load balancer's address, read back for the function's VDIMPORT_AIRFLOW_URL.
 #
 # Terraform must reach the cluster's API endpoint (allowed_source_cidr, or a host in the VCN)
@@ -119,6 +120,8 @@ resource "helm_release" "vdimport" {
     # Import outcomes (notifications.tf): VDIMPORT_NOTIFICATION_TOPIC_ID, VDIMPORT_AIRFLOW_UI_URL.
     var.import_notifications ? [{ name = "notifications.topicId", value = oci_ons_notification_topic.imports[0].id }] : [],
     var.airflow_ui_url == "" ? [] : [{ name = "airflow.uiUrl", value = var.airflow_ui_url }],
+    # mirror_runtime_images (mirror.tf): the XCom sidecar from its OCIR copy.
+    [for key, value in local.mirror_settings["vdimport"] : { name = key, value = value }],
   )
 
   set_list = concat(
@@ -140,9 +143,11 @@ resource "helm_release" "airflow" {
   chart      = "airflow"
   version    = var.airflow_chart_version
   namespace  = kubernetes_namespace_v1.airflow[0].metadata[0].name
-  values     = [file("${path.module}/../charts/airflow/values.yaml")]
-  wait       = true
-  timeout    = 1200 # migrations, git-sync and the load balancer take a while on a new cluster
+  # mirror_runtime_images (mirror.tf): the runtime images from their OCIR copies and the pull
+  # secret, as values documents after ours (empty without it).
+  values  = concat([file("${path.module}/../charts/airflow/values.yaml")], local.mirror_airflow_values)
+  wait    = true
+  timeout = 1200 # migrations, git-sync and the load balancer take a while on a new cluster
 
   set = [
     { name = "dags.gitSync.repo", value = var.git_repo_url },
@@ -169,7 +174,7 @@ resource "helm_release" "airflow" {
 
   # Pods load the ConfigMap vdimport-dag-settings and the Secrets at start (the remote logs
   # Secret is optional to them: made first, or the pods would start without it).
-  depends_on = [helm_release.vdimport, kubernetes_secret_v1.airflow, kubernetes_secret_v1.airflow_remote_logs]
+  depends_on = [helm_release.vdimport, kubernetes_secret_v1.airflow, kubernetes_secret_v1.airflow_remote_logs, kubernetes_secret_v1.ocir_pull_airflow]
 }
 
 # The internal load balancer's private IP, for the function's VDIMPORT_AIRFLOW_URL.

@@ -6,7 +6,9 @@
 # repositories are public (container_repositories_public) or the operator names a Secret of
 # their own (image_pull_secret_name), Terraform makes a user whose only right is reading this
 # compartment's repositories (no console password, no API keys), its auth token, and the
-# Secret in the step runner namespace. The token lives in Terraform's state, as the other
+# Secret in the step runner namespace. The mirror of the runtime images (mirror.tf) is private
+# whatever container_repositories_public says, so mirror_runtime_images makes them too, and the
+# same Secret in the Airflow namespace. The token lives in Terraform's state, as the other
 # generated secrets do (helm.tf): keep the state encrypted (Resource Manager does).
 #
 # Digest. A rebuilt image reuses its tag and the pods' pull policy is IfNotPresent, so a node
@@ -15,7 +17,7 @@
 # tag with pull policy Always, and the next apply pins the digest.
 
 locals {
-  create_pull_secret = var.deploy_helm_releases && !var.container_repositories_public && var.image_pull_secret_name == ""
+  create_pull_secret = var.deploy_helm_releases && var.image_pull_secret_name == "" && (!var.container_repositories_public || var.mirror_runtime_images)
   pull_secret_name   = local.create_pull_secret ? "${var.name_prefix}-ocir-pull" : var.image_pull_secret_name
   pull_user_name     = "${var.name_prefix}-ocir-pull"
 

@@ -428,6 +428,12 @@ variable "image_pull_secret_name" {
   }
 }
 
+variable "mirror_runtime_images" {
+  type        = bool
+  description = "Pull Airflow's runtime images (apache/airflow, git-sync, the chart's PostgreSQL, the step pods' XCom sidecar) from private OCIR copies <name_prefix>/mirror/<name> instead of Docker Hub and registry.k8s.io, whose anonymous pull limits count per IP and all nodes share the NAT's. Terraform makes the repositories and points both charts and helm_commands at them; the copy itself is the skopeo commands of the mirror_commands output, run before the charts use them (README.md, \"Runtime images\"). Off by default: the copy needs a machine with skopeo (or docker) and access to both registries, which Resource Manager's runner does not have."
+  default     = false
+}
+
 # ---------------------------------------------------------------------------------------------
 # Function and Airflow API
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,9 @@ if str(DAGS) not in sys.path:
 RELEASE = "vdimport"
 NAMESPACE = "vdimport"
 NOTES = "vdimport/templates/NOTES.txt"
+# The one key of vdimport-dag-settings that is not a DAG setting but the KubernetesPodOperator's
+# connection (airflow.xcomSidecarImage); test_xcom_sidecar.py derives it from Airflow and the provider.
+KUBERNETES_CONN_ENV = "AIRFLOW_CONN_KUBERNETES_DEFAULT"
 KUBERNETES_VERSIONS = ("1.31", "1.32", "1.33", "1.34")
 # "default" is the chart's values.yaml alone; the others are the examples in charts/vdimport/ci/.
 VALUES_FILES: dict[str, Path | None] = {"default": None} | {

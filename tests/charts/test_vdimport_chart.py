@@ -23,6 +23,7 @@ import pytest
 import yaml
 from chartkit import (
     CHART,
+    KUBERNETES_CONN_ENV,
     KUBERNETES_VERSIONS,
     NAMESPACE,
     NOTES,
@@ -256,7 +257,7 @@ def test_dag_settings_configmap_holds_only_dag_setting_names(renders: dict[str, 
     cm = dag_configmap(renders[values])
     assert cm["metadata"]["name"] == DAG_SETTINGS_CONFIGMAP
     assert cm["metadata"]["namespace"] == renders[values].values["airflow"]["namespace"]
-    unknown = set(cm["data"]) - dag_env_names() - {POOL_SLOTS}
+    unknown = set(cm["data"]) - dag_env_names() - {POOL_SLOTS, KUBERNETES_CONN_ENV}
     assert not unknown, f"not DAG settings: {sorted(unknown)}"
     assert not {name for name in cm["data"] if name.startswith("VDIMPORT_LOCAL_")}
 
@@ -301,7 +302,7 @@ def test_extra_dag_settings_accept_every_other_dag_setting_and_nothing_the_chart
     allowed = set(schema()["properties"]["dag"]["properties"]["extraSettings"]["propertyNames"]["enum"])
     private = user_values("private-registry")
     rendered = set(dag_configmap_of(private)["data"])
-    set_by_chart = rendered - set(private["dag"]["extraSettings"]) - {POOL_SLOTS}
+    set_by_chart = rendered - set(private["dag"]["extraSettings"]) - {POOL_SLOTS, KUBERNETES_CONN_ENV}
     local_only = {name for name in dag_env_names() if name.startswith("VDIMPORT_LOCAL_")}
     assert not allowed & set_by_chart
     assert allowed | set_by_chart == dag_env_names() - local_only
@@ -392,6 +393,8 @@ BAD_VALUES = [
     ("pool-slots-zero", {"dag": {"stepPool": {"slots": 0}}}, "/dag/stepPool/slots"),
     ("volume-cap-below-oci-minimum", {"maxVolumeGb": 10}, "/maxVolumeGb"),
     ("work-bucket-not-a-bucket-name", {"oci": {"workBucketName": "work bucket"}}, "/oci/workBucketName"),
+    ("xcom-sidecar-image-without-tag-or-digest", {"airflow": {"xcomSidecarImage": "alpine"}}, "/airflow/xcomSidecarImage"),
+    ("xcom-sidecar-image-with-a-space", {"airflow": {"xcomSidecarImage": "alpine:3.24.2 "}}, "/airflow/xcomSidecarImage"),
 ]
 
 
@@ -414,6 +417,11 @@ TEMPLATE_CHECKS = [
     ),
     ("extra-env-shadowing-a-value", {"extraEnv": {"VDIMPORT_SUBNET_ID": "ocid1.subnet.oc1.iad.b"}}, "extraEnv.VDIMPORT_SUBNET_ID"),
     ("work-bucket-is-the-upload-bucket", {"oci": {"workBucketName": "vdimport-images"}}, 'both "vdimport-images"'),
+    (
+        "pinned-sidecar-with-another-connection",
+        {"dag": {"extraSettings": {"VDIMPORT_POD_KUBERNETES_CONN_ID": "my_cluster"}}},
+        'VDIMPORT_POD_KUBERNETES_CONN_ID is "my_cluster"',
+    ),
     (
         "both-configmaps-one-name",
         {"airflow": {"namespace": "vdimport"}, "dag": {"settingsConfigMap": {"name": "vdimport-step-runner"}}},

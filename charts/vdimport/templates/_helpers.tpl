@@ -142,7 +142,20 @@ app.kubernetes.io/part-of: vdimport
 {{- range $name, $value := $v.dag.extraSettings }}
 {{- $_ := set $env $name (include "vdimport.envValue" $value) }}
 {{- end }}
+{{- with $v.airflow.xcomSidecarImage }}
+{{- /* The connection the DAG's KubernetesPodOperator reads (VDIMPORT_POD_KUBERNETES_CONN_ID's
+default; vdimport.validate refuses another id), as Airflow reads an AIRFLOW_CONN_<ID> variable:
+in-cluster credentials, which the provider's hook falls back to without a connection, and the
+pinned XCom sidecar image. */ -}}
+{{- $extra := dict "in_cluster" true "xcom_sidecar_container_image" . }}
+{{- $_ := set $env "AIRFLOW_CONN_KUBERNETES_DEFAULT" (toJson (dict "conn_type" "kubernetes" "extra" $extra)) }}
+{{- end }}
 {{- toJson $env }}
+{{- end }}
+
+{{/* The connection id the DAG's KubernetesPodOperator uses (dags/vdimport_dag/settings.py). */}}
+{{- define "vdimport.kubernetesConnId" -}}
+{{- default "kubernetes_default" (get .Values.dag.extraSettings "VDIMPORT_POD_KUBERNETES_CONN_ID") | toString }}
 {{- end }}
 
 {{/* What imports need but the values leave empty (NOTES.txt lists it). */}}
@@ -162,6 +175,10 @@ app.kubernetes.io/part-of: vdimport
 {{- end }}
 {{- if lt (int64 $v.dag.stepPool.slots) (int64 $v.dag.maxWorkerVms) }}
 {{- fail (printf "dag.stepPool.slots (%v) is below dag.maxWorkerVms (%v): runs holding a worker VM would wait for a pool slot" $v.dag.stepPool.slots $v.dag.maxWorkerVms) }}
+{{- end }}
+{{- $connId := include "vdimport.kubernetesConnId" . }}
+{{- if and $v.airflow.xcomSidecarImage (ne $connId "kubernetes_default") }}
+{{- fail (printf "dag.extraSettings.VDIMPORT_POD_KUBERNETES_CONN_ID is %q, but the chart pins the XCom sidecar (airflow.xcomSidecarImage) in the connection kubernetes_default only (a variable for %q would hide the connection you made): put xcom_sidecar_container_image into the extra of %q and set airflow.xcomSidecarImage to \"\"" $connId $connId $connId) }}
 {{- end }}
 {{- if and $v.dag.settingsConfigMap.create (eq $v.dag.settingsConfigMap.name $v.stepRunner.configMap.name) (eq $v.airflow.namespace .Release.Namespace) }}
 {{- fail (printf "dag.settingsConfigMap.name and stepRunner.configMap.name are both %q in namespace %s: give them different names" $v.stepRunner.configMap.name .Release.Namespace) }}
