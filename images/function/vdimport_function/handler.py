@@ -9,6 +9,11 @@ Decisions (the ``decision`` field of the JSON answer and of the log line):
 
 Those answer 200, so OCI Events does not redeliver them. Misconfiguration, an unreachable
 Airflow (after retries) and auth errors raise: the invocation fails with the message.
+
+The body ``{"vdimport": "preflight"}`` (exactly that JSON object) is no event but the operator's
+preflight probe: :meth:`Function.preflight` logs in to Airflow and reads the DAG, with fewer
+retries and a shorter timeout, and answers 200 with ``{"decision": "preflight", "ok", "checks"}``.
+It triggers nothing and reads no object; every failure is a failed check, never a raise.
 """
 
 from __future__ import annotations
@@ -25,13 +30,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .airflow import AirflowClient, AirflowError
-from .config import Settings, load
+from .airflow import AirflowClient, AirflowError, AirflowUnavailable
+from .config import DEFAULT_DAG_ID, ConfigError, Settings, load
 from .detect import HEAD_BYTES, TAIL_BYTES, detect, needs_tail
 from .event import ObjectEvent, Rejected, parse
-from .oci_access import OciAccess
+from .oci_access import OciAccess, SecretError
 
 log = logging.getLogger("vdimport.function")
+
+PREFLIGHT_REQUEST = {"vdimport": "preflight"}  # the whole body of a probe; anything else is an event
+PREFLIGHT_ATTEMPTS = 2  # per Airflow request (a trigger makes VDIMPORT_AIRFLOW_RETRIES)
+PREFLIGHT_TIMEOUT_SECONDS = 4.0  # per attempt, at most: a dead Airflow is reported in ~10 s, not minutes
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,46 @@ def one_line(text: str) -> str:
     """``text`` with its control and format characters escaped (``\\n``, ``\\x1b``, ``\\u202e``): a reason that
     an object name or an event field cannot split into several lines or dress up as another log line."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def is_preflight(raw: bytes) -> bool:
+    """Whether ``raw`` is exactly the JSON object ``{"vdimport": "preflight"}`` (whitespace aside)."""
+    if len(raw) > 256:  # an event is larger; no need to parse it twice
+        return False
+    try:
+        body = json.loads(raw)
+    except ValueError:  # not JSON, not UTF-8
+        return False
+    return isinstance(body, dict) and body == PREFLIGHT_REQUEST
+
+
+@dataclass(frozen=True)
+class Check:
+    """One preflight check: its name, whether it passed, and why (one line, no secret)."""
+
+    name: str
+    ok: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+
+
+def _cause(exc: BaseException, patience: str = "") -> str:
+    """A failed check's detail: the message of our own errors (written to be shown), else type and message.
+    ``patience`` (the probe's attempts and timeout) is added when Airflow did not answer in time."""
+    text = str(exc) if isinstance(exc, AirflowError | SecretError | ConfigError) else f"{type(exc).__name__}: {exc}"
+    if patience and isinstance(exc, AirflowUnavailable):
+        text += f" ({patience})"
+    return one_line(text)[:600]
+
+
+def preflight_answer(airflow_url: str | None, dag_id: str, checks: list[Check]) -> dict[str, Any]:
+    """The probe's answer, and its one log line."""
+    ok = all(c.ok for c in checks)
+    summary = ", ".join(f"{c.name} ok" if c.ok else f"{c.name} failed ({c.detail})" for c in checks)
+    log.log(logging.INFO if ok else logging.WARNING, "preflight: %s", summary)
+    return {"decision": "preflight", "ok": ok, "airflow_url": airflow_url, "dag_id": dag_id, "checks": [c.as_dict() for c in checks]}
 
 
 def dag_run_id(namespace: str, bucket: str, name: str, etag: str) -> str:
@@ -78,6 +127,44 @@ class Function:
             backoff_seconds=settings.backoff_seconds,
             timeout_seconds=settings.timeout_seconds,
         )
+
+    def preflight(self, attempts: int = PREFLIGHT_ATTEMPTS, timeout_seconds: float = PREFLIGHT_TIMEOUT_SECONDS) -> dict[str, Any]:
+        """Can this function, from where it runs and with its own secret, trigger its DAG? Triggers nothing.
+
+        Checks ``login`` (the secret is read and ``POST /auth/token`` gives a token, or a cached
+        token is still valid) and ``dag`` (``GET /api/v2/dags/{dag_id}`` answers 200 and the DAG
+        is not paused), each Airflow request with at most ``attempts`` attempts of at most
+        ``timeout_seconds`` (and the configured back-off). Never raises: a failure is a check
+        with ``ok: false`` and its cause.
+        """
+        attempts = min(attempts, self.settings.retries)
+        timeout = min(timeout_seconds, self.settings.timeout_seconds)
+        dag_id = self.settings.dag_id
+        patience = (
+            f"the probe makes {attempts} attempt(s) of at most {timeout:g} s;"
+            f" a trigger {self.settings.retries} of {self.settings.timeout_seconds:g} s"
+        )
+        try:
+            user, cached = self.airflow.login(attempts, timeout)
+            how = "has a valid token from an earlier login" if cached else "logged in (POST /auth/token gave a token)"
+            login = Check("login", True, f"user {user!r} {how}")
+        except Exception as exc:  # noqa: BLE001 - a probe reports every failure (secret, network, Airflow) as a failed check
+            login = Check("login", False, _cause(exc, patience))
+        if not login.ok:
+            dag = Check("dag", False, "not checked: the login failed")
+        else:
+            try:
+                found = self.airflow.get_dag(dag_id, attempts, timeout)
+                paused = found.get("is_paused")
+                if paused is False:
+                    dag = Check("dag", True, f"DAG {dag_id} is deployed and not paused")
+                elif paused is True:
+                    dag = Check("dag", False, f"DAG {dag_id} is paused: unpause it in the Airflow UI or `airflow dags unpause {dag_id}`")
+                else:
+                    dag = Check("dag", False, f"GET /api/v2/dags/{dag_id} answered without is_paused: is this an Airflow 3 API server?")
+            except Exception as exc:  # noqa: BLE001 - as above
+                dag = Check("dag", False, _cause(exc, patience))
+        return preflight_answer(self.settings.airflow_url, dag_id, [login, dag])
 
     def process(self, raw: bytes | str) -> Outcome:
         try:
@@ -180,6 +267,18 @@ def reset() -> None:
         _FUNCTIONS.clear()
 
 
+def _preflight(env: Mapping[str, str]) -> dict[str, Any]:
+    """The probe's answer; a configuration the function cannot even start with is a failed ``config`` check."""
+    try:
+        function = function_for(env)
+    except Exception as exc:  # noqa: BLE001 - the probe answers, the operator reads the cause
+        not_checked = "not checked: the function cannot start with its configuration"
+        checks = [Check("config", False, _cause(exc)), Check("login", False, not_checked), Check("dag", False, not_checked)]
+        url = (env.get("VDIMPORT_AIRFLOW_URL") or "").strip() or None
+        return preflight_answer(url, (env.get("VDIMPORT_DAG_ID") or "").strip() or DEFAULT_DAG_ID, checks)
+    return function.preflight()
+
+
 def _read(data: Any) -> bytes:
     if data is None:
         return b""
@@ -204,8 +303,12 @@ def handler(ctx: Any, data: Any = None) -> Any:
     call_id = ctx.CallID() if ctx is not None and callable(getattr(ctx, "CallID", None)) else None
     if call_id:
         log.info("invocation %s", call_id)
+    raw = _read(data)
+    if is_preflight(raw):  # before any event parsing: the probe triggers nothing and reads no object
+        answer = _preflight(env)
+        return response.Response(ctx, response_data=json.dumps(answer), headers={"Content-Type": "application/json"})
     try:
-        outcome = function_for(env).process(_read(data))
+        outcome = function_for(env).process(raw)
     except AirflowError as exc:
         log.error("failed: %s", exc)
         raise
