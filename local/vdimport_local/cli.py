@@ -5,6 +5,7 @@
   status    services, recent runs and every emulated resource still alive
   logs      a step's log from Airflow, or a service's log
   down      stop everything ``up`` started
+  preflight check a real deployment (OCI profile + kube context) before the first upload
 
 The state lives in ``--home`` (default ``$VDIMPORT_LOCAL_HOME`` or ``~/.vdimport-local``).
 """
@@ -50,6 +51,26 @@ def _emulator(args: argparse.Namespace) -> int:
     data = Path(args.data) if args.data else Path(args.home or default_home()) / "emulator"
     serve(data, host=args.host, port=args.port, settings=settings)
     return 0
+
+
+def _preflight(args: argparse.Namespace) -> int:
+    from . import preflight as pf
+
+    target = pf.Target(
+        oci_config=args.oci_config,
+        oci_profile=args.oci_profile,
+        oci_endpoint=args.oci_endpoint,
+        kubeconfig=args.kubeconfig,
+        kube_context=args.context,
+        namespace=args.namespace,
+        airflow_namespace=args.airflow_namespace,
+        cluster_id=args.cluster_id,
+        function_id=args.function_id,
+        network_compartment=args.network_compartment,
+    )
+    results = pf.preflight(target, on_result=None if args.json else lambda r: print(pf.render(r), flush=True))
+    print(pf.as_json(results) if args.json else pf.summary(results))
+    return 1 if any(r.status == "fail" for r in results) else 0
 
 
 def _function_host(args: argparse.Namespace) -> int:
@@ -238,6 +259,20 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--run", help="DAG run id (default: the latest)")
     logs.add_argument("--tail", type=int, default=200, help="lines of a service log (0: all; default 200)")
     logs.set_defaults(func=_logs)
+
+    pre = sub.add_parser("preflight", help="check a deployment (OCI profile + kube context) before the first upload; read-only")
+    pre.add_argument("--oci-config", default=str(Path("~/.oci/config").expanduser()), help="OCI config file (default ~/.oci/config)")
+    pre.add_argument("--oci-profile", default="DEFAULT", help="its profile (default DEFAULT)")
+    pre.add_argument("--oci-endpoint", help="one URL for every OCI API (the local emulator); default: the region's endpoints")
+    pre.add_argument("--kubeconfig", help="kubeconfig file (default ~/.kube/config)")
+    pre.add_argument("--context", help="kube context (default: the current one)")
+    pre.add_argument("--namespace", default="vdimport", help="the vdimport chart's namespace (default vdimport)")
+    pre.add_argument("--airflow-namespace", default="airflow", help="Airflow's namespace (default airflow)")
+    pre.add_argument("--cluster-id", help="OKE cluster OCID (default: from the context's exec credential)")
+    pre.add_argument("--function-id", help="the trigger function (default: the Events rule's FAAS action)")
+    pre.add_argument("--network-compartment", help="the worker subnet's compartment (default: the bucket's)")
+    pre.add_argument("--json", action="store_true", help="print one JSON object")
+    pre.set_defaults(func=_preflight)
 
     emu = sub.add_parser("emulator", help="run the OCI API emulator in the foreground")
     emu.add_argument("--port", type=int, default=0, help="TCP port (default: a free one, written to DATA/endpoint)")

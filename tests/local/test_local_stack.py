@@ -16,14 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import oci
 import pytest
 from stackkit import cli, stack_processes
 
 from vdimport_local import procs
 from vdimport_local.airflow import free_port
 from vdimport_local.diskimages import Partition, build_disk, convert, make_producer_ova, sample_files
+from vdimport_local.emulator.client import EmulatorHandle
 from vdimport_local.importer import render_report
-from vdimport_local.pipeline import STEP_ORDER
+from vdimport_local.pipeline import LOCAL_SUBNET, STEP_ORDER
 from vdimport_local.stack import LocalStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -143,6 +145,143 @@ def test_a_bad_metadata_value_fails_the_run_with_its_cause(local: Local) -> None
     assert tries == 1
     human = local.run("import", str(image), "--name", "bad-ad-again.qcow2", "--meta", "ad_number=7", "--wait")
     assert human.returncode == 1 and "result        FAILED" in human.stdout and "error         inspect_object: " in human.stdout
+
+
+def _preflight_deployment(local: Local) -> tuple[Any, dict[str, Any], Any]:
+    """The local stack given what terraform/ would add (iam.tf's grants, the cluster, the pushed image)."""
+    from preflightkit import DIGEST, PREFIX, terraform_iam
+
+    state = json.loads((local.home / "stack.json").read_text())
+    emulator = EmulatorHandle(local.home / "emulator")
+    tenancy = emulator.tenancy
+    cluster = emulator.admin("POST", "clusters", {"name": "vdimport-oke", "compartmentId": tenancy, "type": "ENHANCED_CLUSTER"})
+    image = {"compartmentId": tenancy, "repositoryName": f"{PREFIX}/vdimport-worker", "version": "0.1.0", "digest": DIGEST}
+    emulator.admin("POST", "container/images", image)
+    iam = terraform_iam(
+        {
+            "var.compartment_ocid": tenancy,
+            "local.import_compartment_id": tenancy,
+            "var.name_prefix": PREFIX,
+            "var.region": "us-ashburn-1",
+            "oci_containerengine_cluster.this.id": cluster["id"],
+            "oci_objectstorage_bucket.images.name": state["bucket"],
+            "oci_objectstorage_bucket.work.name": state["work_bucket"],
+            "oci_vault_secret.airflow_api.id": state["secret_id"],
+            "oci_identity_dynamic_group.function.name": f"{PREFIX}-function",
+            "oci_identity_dynamic_group.worker_vms.name": f"{PREFIX}-worker-vms",
+        }
+    )
+    assert set(iam.policies) >= {"oci_identity_policy.step_runner", "oci_identity_policy.function", "oci_identity_policy.worker_vms"}
+    identity = emulator.client(oci.identity.IdentityClient)
+    models = oci.identity.models
+    for name, rule in iam.dynamic_groups.items():
+        identity.create_dynamic_group(
+            models.CreateDynamicGroupDetails(compartment_id=tenancy, name=name, matching_rule=rule, description=name)
+        )
+    policies = {
+        address: identity.create_policy(
+            models.CreatePolicyDetails(compartment_id=tenancy, name=address.split(".")[-1], statements=statements, description=address)
+        ).data.id
+        for address, statements in iam.policies.items()
+    }
+    return emulator, {"state": state, "cluster": cluster["id"], "policies": policies, "iam": iam}, identity
+
+
+def test_preflight_passes_on_what_terraform_makes_and_names_each_gap(local: Local) -> None:
+    """``vdimport-local preflight`` against the local stack plus terraform/iam.tf's grants: all ok; then
+    each thing an operator gets wrong, one at a time, fails its own check with its cause."""
+    from preflightkit import chart_objects, serving
+
+    from vdimport_local import preflight
+
+    emulator, made, identity = _preflight_deployment(local)
+    state = made["state"]
+    storage = emulator.client(oci.object_storage.ObjectStorageClient)
+    objects = chart_objects(state["namespace"], emulator.tenancy, LOCAL_SUBNET, state["bucket"], state["work_bucket"], state["topic_id"])
+    with serving(objects) as kube:
+        kubeconfig = kube.kubeconfig(local.workdir / "kubeconfig")
+        args = ["--oci-config", str(emulator.config_path), "--oci-endpoint", emulator.endpoint, "--kubeconfig", str(kubeconfig)]
+        args += ["--cluster-id", made["cluster"]]
+        calls_before = len(emulator.calls())
+        runs_before = LocalStack(local.home).airflow().api("GET", "/api/v2/dags/virtual_disk_import/dagRuns")["total_entries"]
+        done = local.run("preflight", *args, "--json", timeout=120)
+        report = json.loads(done.stdout)
+        # it only reads (and invokes the function once), and the probe triggers no run
+        operations = {c["operation"] for c in emulator.calls()[calls_before:]}
+        assert operations and all(op.startswith(("Get", "List")) or op == "InvokeFunction" for op in operations), operations
+        assert "InvokeFunction" in operations
+        assert LocalStack(local.home).airflow().api("GET", "/api/v2/dags/virtual_disk_import/dagRuns")["total_entries"] == runs_before
+        statuses = {c["name"]: c["status"] for c in report["checks"]}
+        assert done.returncode == 0 and report["ok"], done.stdout + done.stderr
+        assert statuses == dict.fromkeys(statuses, "ok") and len(statuses) == 14, statuses
+        human = local.run("preflight", *args, timeout=120)
+        assert human.returncode == 0 and human.stdout.rstrip().endswith("skipped") and "ready for the first upload" in human.stdout
+
+        target = preflight.Target(oci_config=str(emulator.config_path), oci_endpoint=emulator.endpoint, kubeconfig=str(kubeconfig))
+        target.cluster_id = made["cluster"]
+
+        def failing() -> dict[str, str]:
+            return {r.name: r.detail for r in preflight.preflight(target) if r.status == "fail"}
+
+        # 1. object events off on the bucket: the trigger never fires
+        models = oci.object_storage.models
+        storage.update_bucket(state["namespace"], state["bucket"], models.UpdateBucketDetails(object_events_enabled=False))
+        try:
+            assert list(failing()) == ["bucket"] and "object events off" in failing()["bucket"]
+        finally:
+            storage.update_bucket(state["namespace"], state["bucket"], models.UpdateBucketDetails(object_events_enabled=True))
+
+        # 2. one step-runner statement missing (the PARs of the upload)
+        step_runner = made["iam"].policies["oci_identity_policy.step_runner"]
+        kept = [s for s in step_runner if not ("PAR_MANAGE" in s and state["bucket"] in s)]
+        assert len(kept) == len(step_runner) - 1
+        identity.delete_policy(made["policies"]["oci_identity_policy.step_runner"])
+        details = oci.identity.models.CreatePolicyDetails(
+            compartment_id=emulator.tenancy, name="step-runner-short", statements=kept, description="x"
+        )
+        short = identity.create_policy(details).data.id
+        try:
+            found = failing()
+            assert list(found) == ["policies-step-runner"] and "PAR_MANAGE" in found["policies-step-runner"], found
+        finally:
+            identity.delete_policy(short)
+            details.statements, details.name = step_runner, "step_runner"
+            identity.create_policy(details)
+
+        # 3. the DAG paused: the function reaches Airflow, logs in, and says so
+        airflow = LocalStack(local.home).airflow()
+        airflow.api("PATCH", "/api/v2/dags/virtual_disk_import", {"is_paused": True})
+        try:
+            found = failing()
+            assert list(found) == ["airflow-from-function"] and "paused" in found["airflow-from-function"], found
+        finally:
+            airflow.api("PATCH", "/api/v2/dags/virtual_disk_import", {"is_paused": False})
+
+        # 4. the pull secret not created: ErrImagePull on every step pod
+        secret = kube.drop("Secret", "vdimport", "vdimport-ocir-pull")
+        try:
+            found = failing()
+            assert list(found) == ["pull-secret"] and "ErrImagePull" in found["pull-secret"], found
+        finally:
+            kube.put(secret)
+
+        # 5. the chart pins a digest that was never pushed
+        settings = kube.objects[("configmaps", "airflow", "vdimport-dag-settings")]
+        pinned = settings["data"]["VDIMPORT_POD_IMAGE"]
+        settings["data"]["VDIMPORT_POD_IMAGE"] = pinned.split("@")[0] + "@sha256:" + "cd" * 32
+        try:
+            found = failing()
+            assert list(found) == ["image"] and "not in repository" in found["image"], found
+        finally:
+            settings["data"]["VDIMPORT_POD_IMAGE"] = pinned
+
+        # 6. a basic cluster: no workload identity (the grants that name it are then not checked)
+        basic = emulator.admin("POST", "clusters", {"name": "basic", "compartmentId": emulator.tenancy, "type": "BASIC_CLUSTER"})
+        target.cluster_id = basic["id"]
+        results = {r.name: r for r in preflight.preflight(target)}
+        assert results["cluster"].status == "fail" and "enhanced" in results["cluster"].detail
+        assert results["policies-step-runner"].status == "skip"
+        assert [r.name for r in results.values() if r.status == "fail"] == ["cluster"]
 
 
 def test_down_leaves_nothing_running(local: Local) -> None:
