@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/.venv-cli/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help setup lock lint format typecheck test test-fast soak demo preflight down bench clean
+.PHONY: help setup lock lint format typecheck test test-fast soak demo images images-test preflight down bench clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,12 @@ demo: setup ## local stack up, import a sample disk image through event, functio
 
 bench: setup ## measure the data path, the download and the local pipeline; tables in bench/results/
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+images: setup ## build images/worker and images/function with podman (base from debootstrap, cached); sizes in bench/results/images.json
+	@scripts/images.sh
+
+images-test: images ## the images' contract tests (tests/images), and one import with every step and the trigger in the images
+	$(BIN)/python -m pytest tests/images $(PYTEST_ARGS)
 
 preflight: setup ## check a real deployment before the first upload: PREFLIGHT_ARGS="--context <kube context> [--oci-profile P]"
 	$(BIN)/vdimport-local preflight $(PREFLIGHT_ARGS)
