@@ -105,6 +105,11 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--request", help="the import request (DAG run conf) as JSON or @file (import steps)")
     parser.add_argument("--state", default="{}", help="results of earlier steps, {step: result}, as JSON or @file")
     args = parser.parse_args(argv)
+    if os.environ.get("VDIMPORT_REFUSE_ROOT") == "1" and os.geteuid() == 0:
+        # The image sets it: its user is 10001, and a pod or `podman run --user 0` that overrides
+        # that would give the step root in the container for nothing it needs.
+        print("FAILED: the step runner image refuses to run as root (uid 0): run it as its own user 10001", flush=True)
+        return EXIT_CONFIG
     if args.step in STEPS and (args.run_id is None or args.request is None):
         parser.error(f"{args.step} needs --run-id and --request")
     _setup_logging(args.step)
