@@ -11,6 +11,9 @@ import pytest
 from vdimport_local.emulator.client import EmulatorHandle
 
 REPO = Path(__file__).resolve().parent.parent
+# Steps run as subprocesses unless a test asks for the step-runner image (tests/images): a machine
+# where `make images` ran must not switch every suite to containers.
+os.environ.setdefault("VDIMPORT_LOCAL_RUNNER", "subprocess")
 # The oci CLI lives in its own virtualenv (its pins conflict with Airflow's); make it findable.
 if (REPO / ".venv-cli" / "bin" / "oci").exists():
     os.environ["PATH"] = f"{REPO / '.venv-cli' / 'bin'}{os.pathsep}{os.environ['PATH']}"

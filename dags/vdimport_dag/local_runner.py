@@ -1,6 +1,9 @@
 """The local step runner: a step as a subprocess of the Airflow worker instead of a pod.
 
-Same CLI (``vdimport-step <step> --run-id ... --request ... --state ...``), same environment
+Two ways to run it (``VDIMPORT_LOCAL_RUNNER``): ``subprocess``, the step runner package on this
+machine, or ``container``, the step-runner image under podman as the pod runs it
+(``containers.py``). Same CLI
+(``vdimport-step <step> --run-id ... --request ... --state ...``), same environment
 contract (the Airflow worker's environment without ``AIRFLOW*`` variables, plus an optional
 ConfigMap-like ``KEY=VALUE`` file), same XCom (the result file the CLI writes to ``$VDIMPORT_RESULT_PATH`` becomes the
 task's return value). The step's output goes line by line into the task log, and a failure
@@ -17,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +29,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from .containers import remove, step_command
 from .steps import EXIT_REJECTED
 
 # Longer --request/--state values go through a file (the CLI accepts @file): one argv string
@@ -82,6 +87,8 @@ class LocalStepOperator(BaseOperator):
         labels: dict[str, str] | None = None,
         command: str = "",
         env_file: str = "",
+        runner: str = "subprocess",
+        image: str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -90,7 +97,10 @@ class LocalStepOperator(BaseOperator):
         self.labels = labels or {}
         self.command = command
         self.env_file = env_file
+        self.runner = runner
+        self.image = image
         self._process: subprocess.Popen[str] | None = None
+        self._container: str | None = None
 
     def _arguments(self, workdir: Path) -> list[str]:
         argv = list(self.arguments)
@@ -109,13 +119,28 @@ class LocalStepOperator(BaseOperator):
             env = {k: v for k, v in os.environ.items() if not k.lstrip("_").startswith("AIRFLOW")}
             env.update(read_env_file(self.env_file))
             env.update({"VDIMPORT_RESULT_PATH": str(result_path), "PYTHONUNBUFFERED": "1"})
-            command = resolve_command(self.command)
             arguments = self._arguments(workdir)
-            self.log.info("Running %s %s as a local subprocess (labels %s)", shlex.join(command), shlex.join(arguments[:3]), self.labels)
+            if self.runner == "container":
+                self._container = f"vdimport-{self.step.replace('_', '-')}-{uuid.uuid4().hex[:10]}"
+                argv, env = step_command(self.image, self._container, arguments, env, workdir)
+                self.log.info(
+                    "Running %s %s in container %s of image %s (labels %s)",
+                    self.step,
+                    shlex.join(arguments[1:3]),
+                    self._container,
+                    self.image,
+                    self.labels,
+                )
+                result_path = workdir / "xcom" / "return.json"
+            else:
+                argv = resolve_command(self.command) + arguments
+                self.log.info(
+                    "Running %s as a local subprocess (labels %s)", shlex.join(argv[: len(argv) - len(arguments) + 3]), self.labels
+                )
             tail: deque[str] = deque(maxlen=50)
             try:
                 self._process = subprocess.Popen(
-                    command + arguments,
+                    argv,
                     env=env,
                     cwd=workdir,
                     stdin=subprocess.DEVNULL,
@@ -151,10 +176,12 @@ class LocalStepOperator(BaseOperator):
             return result
 
     def _stop(self) -> None:
-        """Stop the step's process group if it is still running (timeout, kill, crash)."""
+        """Stop the step's process group (and its container) if it is still running (timeout, kill, crash)."""
         process = self._process
         if process is None or process.poll() is not None:
             return
+        if self._container:  # podman's client going away does not stop the container
+            subprocess.run(remove(self._container), capture_output=True, timeout=60, check=False)
         self.log.warning("Stopping step %s (pid %s)", self.step, process.pid)
         for sig, wait in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
             try:

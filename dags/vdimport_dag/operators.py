@@ -23,6 +23,8 @@ def step_operator(step: str, settings: DagSettings, *, arguments: list[str] | No
             labels=step_labels(step),
             command=settings.local_step_command,
             env_file=settings.local_env_file,
+            runner=settings.local_runner,
+            image=settings.local_image,
             **kwargs,
         )
     from .pods import kubernetes_step_task

@@ -17,6 +17,7 @@ from typing import Any
 
 VARIABLE = "vdimport_dag"
 RUNNERS = ("kubernetes", "local")
+LOCAL_RUNNERS = ("subprocess", "container")
 
 DEFAULT_POD_RESOURCES: dict[str, dict[str, str]] = {
     "requests": {"cpu": "100m", "memory": "256Mi"},
@@ -53,9 +54,11 @@ class DagSettings:
     pod_startup_timeout_seconds: int = 600
     pod_resources: dict[str, dict[str, str]] = field(default_factory=lambda: json.loads(json.dumps(DEFAULT_POD_RESOURCES)))
     pod_deferrable: bool = False
-    # local runner
+    # local runner: "subprocess" (the package on this machine) or "container" (the image, podman)
     local_step_command: str = ""
     local_env_file: str = ""
+    local_runner: str = "subprocess"
+    local_image: str = "localhost/vdimport-worker:dev"
 
 
 def _variable_reader() -> dict[str, Any]:
@@ -147,6 +150,9 @@ def load_settings(env: Mapping[str, str] | None = None, variable: Callable[[], d
     runner = text("step_runner").lower()
     if runner not in RUNNERS:
         raise SettingsError(f"VDIMPORT_STEP_RUNNER must be one of {', '.join(RUNNERS)} (got {runner!r})")
+    local_runner = text("local_runner").lower()
+    if local_runner not in LOCAL_RUNNERS:
+        raise SettingsError(f"VDIMPORT_LOCAL_RUNNER must be one of {', '.join(LOCAL_RUNNERS)} (got {local_runner!r})")
     timeouts = json_object("step_timeouts")
     for step, seconds in timeouts.items():
         if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0:
@@ -183,4 +189,6 @@ def load_settings(env: Mapping[str, str] | None = None, variable: Callable[[], d
         pod_deferrable=flag("pod_deferrable"),
         local_step_command=text("local_step_command"),
         local_env_file=text("local_env_file"),
+        local_runner=local_runner,
+        local_image=text("local_image"),
     )

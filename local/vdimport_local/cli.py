@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from .stack import LOG_FILES, LocalStack, StackError, UpOptions, default_home
+from .stack import LOG_FILES, STEP_IMAGE, LocalStack, StackError, UpOptions, default_home
 
 MIB = 1024 * 1024
 
@@ -78,7 +79,7 @@ def _function_host(args: argparse.Namespace) -> int:
 
     workdir = Path(args.workdir)
     config = json.loads((workdir / "config.json").read_text())
-    serve(workdir, args.port, config)
+    serve(workdir, args.port, config, image=args.image)
     return 0
 
 
@@ -88,7 +89,13 @@ def _stack(args: argparse.Namespace) -> LocalStack:
 
 def _up(args: argparse.Namespace) -> int:
     stack = _stack(args)
-    options = UpOptions(lifecycle_seconds=args.lifecycle_seconds, max_worker_vms=args.max_worker_vms, airflow_port=args.airflow_port)
+    options = UpOptions(
+        lifecycle_seconds=args.lifecycle_seconds,
+        max_worker_vms=args.max_worker_vms,
+        airflow_port=args.airflow_port,
+        runner=args.runner,
+        image=args.image,
+    )
     state, started = stack.up(options)
     if not started:
         print("The local stack is already up.")
@@ -99,12 +106,20 @@ vdimport local stack ({stack.home})
   Airflow UI     {state["airflow_url"]}   login {login["username"]} / {login["password"]}
   OCI emulator   {state["emulator_url"]}   (oci config: {stack.emulator_dir / "oci_config"})
   function       {state["function_url"]}   (createobject events of bucket {state["bucket"]})
+  steps run as   {_runner_text(state)}
   bucket         oci://{state["bucket"]}@{state["namespace"]}/
 
 Import an image:  vdimport-local import disk.qcow2 --wait
 Stop everything:  vdimport-local down"""
     )
     return 0
+
+
+def _runner_text(state: dict[str, Any]) -> str:
+    runner = state.get("runner") or {"steps": "subprocess"}
+    if runner["steps"] == "container":
+        return f"containers of {runner['image']} (podman)"
+    return "subprocesses of this machine's vdimport-step"
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -156,6 +171,8 @@ def _print_status(status: dict[str, Any]) -> None:
     for name, service in status["services"].items():
         where = service.get("url") or ""
         print(f"  {name:<10} {'running' if service.get('running') else 'stopped':<8} {where}")
+    if "runner" in status:
+        print(f"  steps run as {_runner_text(status)}")
     if "runs" in status:
         print("recent runs:")
         for run in status["runs"] or [{"dag_run_id": "(none)", "state": "", "object": ""}]:
@@ -235,6 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--lifecycle-seconds", type=float, default=1.0, help="how long emulated OCI state changes take (default 1)")
     up.add_argument("--max-worker-vms", type=int, default=4, help="imports running at once (default 4)")
     up.add_argument("--airflow-port", type=int, help="Airflow UI/API port (default 8080, else a free one)")
+    up.add_argument(
+        "--runner",
+        choices=("auto", "subprocess", "container"),
+        default=os.environ.get("VDIMPORT_LOCAL_RUNNER") or "auto",
+        help="how steps run: container (the step-runner image under podman, as a pod), subprocess, or auto: "
+        "container when podman and the image are here (make images), else subprocess (default: $VDIMPORT_LOCAL_RUNNER or auto)",
+    )
+    up.add_argument("--image", default=STEP_IMAGE, help=f"the step-runner image of the container runner (default {STEP_IMAGE})")
     up.set_defaults(func=_up)
 
     down = sub.add_parser("down", help="stop everything up started")
@@ -293,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     host = sub.add_parser("function-host", help="(used by up) the function's fdk behind a local invoke endpoint")
     host.add_argument("--workdir", required=True, help="directory with config.json; socket, logs and invocations go here")
     host.add_argument("--port", type=int, default=0)
+    host.add_argument("--image", help="run the fdk in this function image (podman) instead of .venv-function")
     host.set_defaults(func=_function_host)
     return parser
 

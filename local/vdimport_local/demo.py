@@ -11,6 +11,7 @@ stops it at the end (CI).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -62,8 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stack = LocalStack(Path(args.home) if args.home else None)
     try:
-        state, _ = stack.up(UpOptions())
+        state, _ = stack.up(UpOptions(runner=os.environ.get("VDIMPORT_LOCAL_RUNNER") or "auto"))
         print(f"==> Local stack up: Airflow UI {state['airflow_url']} (login {state['login']['username']} / {state['login']['password']})")
+        runner = state.get("runner") or {"steps": "subprocess"}
+        where = f"containers of {runner['image']}" if runner["steps"] == "container" else "subprocesses (make images for containers)"
+        print(f"    steps run as {where}")
         with tempfile.TemporaryDirectory(prefix="vdimport-demo-") as tmp:
             print("==> Building a sample disk: GPT with ext4 (files), xfs and vfat partitions, as qcow2")
             image = build_sample(Path(tmp))

@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -33,6 +34,10 @@ from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+if str(REPO_DAGS := Path(__file__).resolve().parents[2] / "dags") not in sys.path:
+    sys.path.insert(0, str(REPO_DAGS))  # as Airflow puts the DAGs folder on sys.path
+from vdimport_dag.containers import function_command, remove
 
 REPO = Path(__file__).resolve().parents[2]
 FUNCTION_DIR = REPO / "images" / "function"
@@ -71,14 +76,25 @@ def _fdk_command() -> list[str]:
 
 
 class FdkContainer:
-    """The function's fdk process: started with the function configuration as its environment."""
+    """The function's fdk: this machine's ``.venv-function`` as a process, or, given ``image``, the
+    function image itself under podman as OCI Functions runs it: its own entry point and user, a
+    read-only root file system, the configuration as its environment, and the socket directory
+    ``/tmp/iofs`` mounted from the host (``FN_LISTENER=unix:/tmp/iofs/lsnr.sock``)."""
 
-    def __init__(self, workdir: Path, config: Mapping[str, str]):
+    def __init__(self, workdir: Path, config: Mapping[str, str], image: str | None = None):
         self.workdir = workdir
-        self.socket = workdir / SOCKET
+        self.image = image
+        self.socket = (workdir / "iofs" / SOCKET) if image else (workdir / SOCKET)
         self.config = dict(config)
         self.process: subprocess.Popen[bytes] | None = None
         self.lock = threading.Lock()
+        self.name = f"vdimport-function-{uuid.uuid4().hex[:10]}"
+
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        if not self.image:
+            return _fdk_command(), self.environment()
+        command, env, _ = function_command(self.image, self.name, self.environment(), self.workdir)
+        return command, env
 
     def environment(self) -> dict[str, str]:
         env = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
@@ -102,10 +118,9 @@ class FdkContainer:
                 log.warning("the function's fdk exited (%s); starting it again", self.process.poll())
                 self.stop()
             self.socket.unlink(missing_ok=True)
+            command, env = self._command()
             with open(self.workdir / "function.log", "ab") as output:
-                self.process = subprocess.Popen(
-                    _fdk_command(), env=self.environment(), stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-                )
+                self.process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             deadline = time.monotonic() + START_TIMEOUT_SECONDS
             while not self.socket.exists():
                 if self.process.poll() is not None:
@@ -138,6 +153,8 @@ class FdkContainer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
+        if self.image and process is not None:  # the podman client going away does not stop the container
+            subprocess.run(remove(self.name), capture_output=True, timeout=60, check=False)
         if process is not None and process.poll() is None:
             process.terminate()
             try:
@@ -165,11 +182,12 @@ def invocations(workdir: Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
-def serve(workdir: Path, port: int, config: Mapping[str, str], host: str = "127.0.0.1") -> None:
-    """Run the invoke endpoint and the fdk until SIGTERM/SIGINT; writes ``workdir/endpoint`` once listening."""
+def serve(workdir: Path, port: int, config: Mapping[str, str], host: str = "127.0.0.1", image: str | None = None) -> None:
+    """Run the invoke endpoint and the fdk (``image``: in the function image) until SIGTERM/SIGINT;
+    writes ``workdir/endpoint`` once listening."""
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    container = FdkContainer(workdir, config)
+    container = FdkContainer(workdir, config, image)
     container.ensure_running()
     record_lock = threading.Lock()
 

@@ -26,6 +26,7 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -53,6 +54,8 @@ FUNCTION_USER = "vdimport-trigger"
 FUNCTION_NAME = "vdimport-trigger"  # the function's display name, as terraform/functions.tf names it
 PREFERRED_AIRFLOW_PORT = 8080
 STATE_FILE = "stack.json"
+STEP_IMAGE = "localhost/vdimport-worker:dev"  # what `make images` builds
+FUNCTION_IMAGE = "localhost/vdimport-function:dev"
 SERVICES = ("emulator", "airflow", "function")
 LOG_FILES = {
     "emulator": "emulator/emulator.log",
@@ -95,6 +98,19 @@ class UpOptions:
     max_worker_vms: int = 4
     airflow_port: int | None = None
     timeout: float = 240.0
+    runner: str = "subprocess"  # how steps run: subprocess, container (the image under podman), auto
+    image: str = STEP_IMAGE
+    function_image: str = FUNCTION_IMAGE
+
+
+def resolve_runner(wanted: str, image: str) -> str:
+    """``auto``: the step-runner image under podman when both are on this machine (``make images``), else a subprocess."""
+    if wanted != "auto":
+        return wanted
+    if shutil.which("podman") is None:
+        return "subprocess"
+    found = subprocess.run(["podman", "image", "exists", image], capture_output=True, check=False)
+    return "container" if found.returncode == 0 else "subprocess"
 
 
 class LocalStack:
@@ -198,6 +214,7 @@ class LocalStack:
             airflow_port = _pick_port(options.airflow_port, ports.get("airflow"), PREFERRED_AIRFLOW_PORT)
             topic = self._ensure_topic(emulator)
             started["topic_id"] = topic
+            started["runner"] = {"steps": resolve_runner(options.runner, options.image), "image": options.image}
             env = step_environment(
                 emulator,
                 {
@@ -206,6 +223,8 @@ class LocalStack:
                     "VDIMPORT_NOTIFICATION_TOPIC_ID": topic,
                     "VDIMPORT_AIRFLOW_UI_URL": f"http://127.0.0.1:{airflow_port}",
                     "VDIMPORT_REAPER_BUCKETS": BUCKET,
+                    "VDIMPORT_LOCAL_RUNNER": started["runner"]["steps"],
+                    "VDIMPORT_LOCAL_IMAGE": options.image,
                 },
             )
             airflow = LocalAirflow.start(
@@ -237,7 +256,9 @@ class LocalStack:
                 "VDIMPORT_OCI_CONFIG": str(emulator.config_path),
                 "VDIMPORT_OCI_ENDPOINT": emulator.endpoint,
             }
-            function_url, function_process = self._start_function(function_config, _pick_port(ports.get("function")))
+            function_image = options.function_image if started["runner"]["steps"] == "container" else None
+            started["runner"]["function_image"] = function_image
+            function_url, function_process = self._start_function(function_config, _pick_port(ports.get("function")), function_image)
             started["processes"]["function"] = function_process
             started["function_url"] = function_url
             ports["function"] = int(function_url.rsplit(":", 1)[1].split("/", 1)[0])
@@ -291,7 +312,7 @@ class LocalStack:
                 raise
             storage.update_bucket(namespace, BUCKET, models.UpdateBucketDetails(object_events_enabled=True))
 
-    def _start_function(self, config: dict[str, str], port: int) -> tuple[str, list[int]]:
+    def _start_function(self, config: dict[str, str], port: int, image: str | None = None) -> tuple[str, list[int]]:
         self.function_dir.mkdir(parents=True, exist_ok=True)
         config_path = self.function_dir / "config.json"
         config_path.write_text(json.dumps(config, indent=1) + "\n")
@@ -300,7 +321,8 @@ class LocalStack:
         endpoint_file.unlink(missing_ok=True)
         with open(self.function_dir / "host.log", "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "vdimport_local.cli", "function-host", "--workdir", str(self.function_dir), "--port", str(port)],
+                [sys.executable, "-m", "vdimport_local.cli", "function-host", "--workdir", str(self.function_dir), "--port", str(port)]
+                + (["--image", image] if image else []),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -359,6 +381,7 @@ class LocalStack:
             "function": {"running": running["function"], "url": state.get("function_url"), "pid": state["processes"]["function"][0]},
         }
         report["bucket"] = {"namespace": state.get("namespace"), "name": state.get("bucket")}
+        report["runner"] = state.get("runner") or {"steps": "subprocess"}
         if running["airflow"]:
             with contextlib.suppress(Exception):
                 reply = self.airflow().api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns?order_by=-run_after&limit={runs}")
