@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -41,6 +42,7 @@ from typing import Any
 from . import procs
 
 REPO = Path(__file__).resolve().parents[2]
+log = logging.getLogger("vdimport.local.airflow")
 DEFAULT_DAGS = REPO / "dags"
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
 INSTANCE_FILE = "instance.json"
@@ -49,6 +51,9 @@ AUTH_MANAGERS = {
     "simple": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
     "fab": "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",
 }
+
+
+DB_ERROR_ATTEMPTS = 5  # 0.5 + 1 + 2 + 4 s of back-off at most
 
 
 class AirflowError(RuntimeError):
@@ -302,6 +307,19 @@ class LocalAirflow:
 
     # --- REST API ---------------------------------------------------------
     def _request(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
+        """One API call; a "Database error" 500 (SQLite busy under load: the transaction was rolled
+        back, so the call is safe to repeat) is retried with back-off, a few times."""
+        for attempt in range(DB_ERROR_ATTEMPTS):
+            try:
+                return self._request_once(method, path, body, auth)
+            except ApiError as exc:
+                if exc.status != 500 or "Database error" not in exc.body or attempt == DB_ERROR_ATTEMPTS - 1:
+                    raise
+                log.warning("%s %s: Airflow's database was busy (HTTP 500); trying again", method, path)
+                time.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _request_once(self, method: str, path: str, body: Any, auth: bool) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method)  # noqa: S310 - our loopback URL
         request.add_header("content-type", "application/json")
