@@ -131,7 +131,6 @@ class LocalStepOperator(BaseOperator):
                     self.image,
                     self.labels,
                 )
-                result_path = workdir / "xcom" / "return.json"
             else:
                 argv = resolve_command(self.command) + arguments
                 self.log.info(

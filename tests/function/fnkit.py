@@ -47,6 +47,14 @@ class FakeAirflow:
                 self.end_headers()
                 self.wfile.write(raw)
 
+            def _authorized(self) -> bool:
+                """Whether the request carries a token this Airflow issued; answers 401 when not."""
+                auth = self.headers.get("authorization", "")
+                if auth.startswith("Bearer ") and auth[7:] in fake.tokens:
+                    return True
+                self._answer(401, {"detail": "Not authenticated"})
+                return False
+
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"null")
                 with fake.lock:
@@ -63,9 +71,7 @@ class FakeAirflow:
                         fake.tokens.add(token)
                         self._answer(201, {"access_token": token})
                         return
-                    auth = self.headers.get("authorization", "")
-                    if not auth.startswith("Bearer ") or auth[7:] not in fake.tokens:
-                        self._answer(401, {"detail": "Not authenticated"})
+                    if not self._authorized():
                         return
                     parts = self.path.strip("/").split("/")
                     if parts[:3] != ["api", "v2", "dags"] or len(parts) != 5 or parts[4] != "dagRuns":

@@ -64,9 +64,7 @@ def dag_api(fake_airflow: FakeAirflow) -> DagApi:
                 if fake.fail_with:
                     self._answer(fake.fail_with.pop(0), {"detail": "Service Unavailable"})
                     return
-                auth = self.headers.get("authorization", "")
-                if not auth.startswith("Bearer ") or auth[7:] not in fake.tokens:
-                    self._answer(401, {"detail": "Not authenticated"})
+                if not self._authorized():
                     return
                 parts = self.path.strip("/").split("/")
                 if parts[:3] != ["api", "v2", "dags"] or len(parts) != 4:

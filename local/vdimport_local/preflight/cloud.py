@@ -12,6 +12,16 @@ from typing import Any
 import oci
 
 
+def _or_none(get: Any, *args: Any) -> Any | None:
+    """``get(*args).data``, or None when OCI answers 404 (absent, or not visible to this user)."""
+    try:
+        return get(*args).data
+    except oci.exceptions.ServiceError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
 class Cloud:
     def __init__(self, config_file: str, profile: str, endpoint: str | None = None):
         self.config = oci.config.from_file(config_file, profile)
@@ -36,12 +46,7 @@ class Cloud:
         return self._namespace
 
     def bucket(self, name: str) -> Any | None:
-        try:
-            return self.storage.get_bucket(self.namespace, name).data
-        except oci.exceptions.ServiceError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return _or_none(self.storage.get_bucket, self.namespace, name)
 
     def rules(self, compartment: str) -> list[Any]:
         """Every ACTIVE Events rule of ``compartment``, with its actions."""
@@ -49,12 +54,7 @@ class Cloud:
         return [self.events.get_rule(s.id).data for s in summaries]
 
     def function(self, function_id: str) -> Any | None:
-        try:
-            return self.functions.get_function(function_id).data
-        except oci.exceptions.ServiceError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return _or_none(self.functions.get_function, function_id)
 
     def invoke(self, function: Any, body: dict[str, Any]) -> tuple[int, str]:
         """Invoke ``function`` synchronously with ``body``: (HTTP status, the function's answer or OCI's error)."""
@@ -78,12 +78,7 @@ class Cloud:
         return [g for g in groups if g.lifecycle_state == "ACTIVE"]
 
     def cluster(self, cluster_id: str) -> Any | None:
-        try:
-            return self.containers.get_cluster(cluster_id).data
-        except oci.exceptions.ServiceError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return _or_none(self.containers.get_cluster, cluster_id)
 
     def images(self, repository: str, **filters: str) -> list[Any]:
         found = self.artifacts.list_container_images(self.tenancy, compartment_id_in_subtree=True, repository_name=repository, **filters)
